@@ -1,0 +1,63 @@
+"""The command line as a user meets it: errors are one line, exit 2, no traceback, nothing lost."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tether.cli import main
+
+
+def run(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "tether", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_help_lists_config_fields():
+    result = run("sft", "--help")
+    assert result.returncode == 0
+    for name in ("learning_rate", "max_length", "lora_r", "grad_accum_steps"):
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            '{"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "x"}]}\n',
+            "bad.jsonl:1: field 'messages[1].role': expected one of",
+        ),
+        (
+            '{"prompt": "a", "completion": "b"}\n{"prompt": "a", "completion": 5}\n',
+            "bad.jsonl:2: field 'completion': expected a string",
+        ),
+        ('{"prompt": "a", "completion": "b"}\nnot json\n', "bad.jsonl:2: invalid JSON"),
+    ],
+)
+def test_malformed_data_is_one_line_error(tmp_path, content, expected):
+    data = tmp_path / "bad.jsonl"
+    data.write_text(content)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier work")
+    result = run("sft", f"data={data}", f"output_dir={out}", "model=smollm2")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert (out / "keep.txt").read_text() == "earlier work"
+
+
+def test_malformed_config_is_one_line_error(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("max_steps: 3\nlearnign_rate: 0.1\n")
+    assert main(["pretrain", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0
+    assert f"{config}:2: unknown field 'learnign_rate'; did you mean 'learning_rate'?" in err
+
+
+def test_unknown_model_is_one_line_error(capsys):
+    assert main(["evaluate", "model=/no/such/model"]) == 2
+    assert "model '/no/such/model': no such folder" in capsys.readouterr().err

@@ -1,0 +1,67 @@
+"""What every stage does the same way: find its data, load or adapt its model, save its output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tether.config import ModelConfig, save_config
+from tether.data.readers import Record, read_records
+from tether.gym import get_task
+from tether.models import apply_lora, load_causal_lm, load_tokenizer, save_model
+from tether.models.forward import TokenLogProbs
+
+GYM_PREFIX = "gym:"
+
+
+def load_records(spec: str, part: str, seed: int = 0) -> list[Record]:
+    """Records of a data spec: a file/folder, or ``gym:TASK`` whose ``part`` is one of
+    ``pretrain``, ``sft_train``, ``sft_eval``, ``sft_test``."""
+    if not spec.startswith(GYM_PREFIX):
+        return read_records(spec)
+    task = get_task(spec[len(GYM_PREFIX) :], seed=seed)
+    if part == "pretrain":
+        rows = [{"text": text} for text in task.pretrain_texts()]
+    else:
+        rows = task.sft_examples(part.removeprefix("sft_"))
+    return [Record(row, f"{spec}/{part}", index) for index, row in enumerate(rows, start=1)]
+
+
+def load_policy(config: ModelConfig) -> tuple[Any, Any]:
+    """The model and tokenizer a stage starts from, with LoRA adapters when asked."""
+    tokenizer = load_tokenizer(config.model, config.trust_remote_code)
+    model = load_causal_lm(config.model, config.trust_remote_code)
+    if config.lora:
+        model = apply_lora(
+            model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules
+        )
+    return model, tokenizer
+
+
+def finish(trainer: Any, model: Any, tokenizer: Any, config: Any) -> None:
+    """Save the trained model (main process) and the config that made it, then sync processes."""
+    accelerator = trainer.accelerator
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_model(model, tokenizer, config.output_dir)
+        save_config(config, f"{config.output_dir}/tether_config.yaml")
+    accelerator.wait_for_everyone()
+
+
+def lm_batch_loss(module: TokenLogProbs, batch: dict) -> tuple[Any, dict]:
+    """Summed next-token NLL over the batch's loss tokens (see losses/lm.py)."""
+    from tether.losses.lm import nll_loss
+
+    logprobs = module(batch["input_ids"], batch["attention_mask"], batch["labels"])  # (B, T)
+    nll_sum, _, metrics = nll_loss(logprobs, loss_token_mask(batch["labels"]))
+    return nll_sum.sum(), metrics
+
+
+def loss_token_mask(labels: Any) -> Any:
+    """(B, T) mask of positions whose next token carries loss (labels shifted by one)."""
+    from tether.ops.logprobs import IGNORE_INDEX, shift_labels
+
+    return shift_labels(labels) != IGNORE_INDEX
+
+
+def count_loss_tokens(batch: dict) -> int:
+    return int(loss_token_mask(batch["labels"]).sum())

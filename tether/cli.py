@@ -1,0 +1,123 @@
+"""The command line: ``tether STAGE [--config FILE] [key=value …]``.
+
+Every stage takes a YAML config and ``key=value`` overrides; ``tether STAGE --help`` lists every field with
+its help text and default. Errors in data, configs or models print one line naming the file, line and field,
+and exit with status 2 — no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from tether import TetherError, __version__
+from tether.config import (
+    EvalConfig,
+    PipelineConfig,
+    PretrainConfig,
+    SFTConfig,
+    describe,
+    load_config,
+)
+
+
+def _pretrain(config: PretrainConfig, args: argparse.Namespace) -> Any:
+    from tether.algorithms.pretrain import run_pretrain
+
+    return run_pretrain(config)
+
+
+def _sft(config: SFTConfig, args: argparse.Namespace) -> Any:
+    from tether.algorithms.sft import run_sft
+
+    return run_sft(config)
+
+
+def _evaluate(config: EvalConfig, args: argparse.Namespace) -> Any:
+    from tether.eval.instruct import evaluate_instruct
+    from tether.gym import get_task
+    from tether.models import load_causal_lm, load_tokenizer
+
+    model = load_causal_lm(config.model, config.trust_remote_code)
+    tokenizer = load_tokenizer(config.model, config.trust_remote_code)
+    metrics = evaluate_instruct(
+        model,
+        tokenizer,
+        get_task(config.task, config.seed),
+        config.n_examples,
+        config.n_prompts,
+        config.max_new_tokens,
+        config.batch_size,
+    )
+    if config.output:
+        from tether.data.readers import write_jsonl
+
+        write_jsonl(config.output, [metrics])
+    return metrics
+
+
+def _pipeline(config: PipelineConfig, args: argparse.Namespace) -> Any:
+    from tether.pipeline import run_pipeline
+
+    summary = run_pipeline(config, from_stage=args.from_stage)
+    return {name: {k: v for k, v in m.items() if k != "samples"} for name, m in summary["results"].items()}
+
+
+COMMANDS: dict[str, tuple[type, Callable[[Any, argparse.Namespace], Any], str]] = {
+    "pipeline": (PipelineConfig, _pipeline, "Run the whole pipeline on a gym task (the main job)."),
+    "pretrain": (PretrainConfig, _pretrain, "Pre-train a causal LM by next-token prediction."),
+    "sft": (SFTConfig, _sft, "Supervised fine-tuning with loss on response tokens only."),
+    "evaluate": (EvalConfig, _evaluate, "Evaluate a model on a gym task's held-out data."),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tether", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"tether {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (config_cls, _, summary) in COMMANDS.items():
+        sub = commands.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog="config fields (YAML keys or key=value overrides):\n" + describe(config_cls),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.add_argument("--config", help="YAML file of field: value (overrides on the command line win).")
+        sub.add_argument("overrides", nargs="*", metavar="key=value", help="Set one config field.")
+        if name == "pipeline":
+            sub.add_argument("--from", dest="from_stage", help="Re-run this stage and every later one.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tether`` command."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if not argv:
+        argv = ["pipeline"]  # the embedded default: `tether` alone runs the main job
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    config_cls, run, _ = COMMANDS[args.command]
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        config = load_config(config_cls, args.config, args.overrides)
+        result = run(config, args)
+    except TetherError as err:
+        print(f"tether {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tether {args.command}: interrupted", file=sys.stderr)
+        return 130
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""Typed stage configs: one dataclass per stage, every field with help text.
+
+A config comes from a YAML file plus ``key=value`` overrides (overrides win). Unknown keys are an error
+naming the closest valid key; a bad value names the field (and the YAML line it came from).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from tether import TetherError
+
+
+class ConfigError(TetherError):
+    """A bad config file, key or value."""
+
+
+def option(default: Any, help: str, minimum: float | None = None) -> Any:
+    """A config field with help text (shown by ``--help``) and an optional lower bound."""
+    kwargs: dict[str, Any] = {"metadata": {"help": help, "minimum": minimum}}
+    if isinstance(default, (list, dict)):
+        kwargs["default_factory"] = lambda: type(default)(default)
+    else:
+        kwargs["default"] = default
+    return field(**kwargs)
+
+
+# ----------------------------------------------------------------------------------------------- stages
+
+
+@dataclass
+class TrainConfig:
+    """Fields every training stage shares: optimisation, schedule, batching, logging, checkpoints."""
+
+    output_dir: str = option(
+        "runs/stage", "Folder for the trained model (a plain HF folder), logs and checkpoints."
+    )
+    seed: int = option(0, "Seed for model init, data order and sampling.")
+    learning_rate: float = option(1e-3, "Peak learning rate of AdamW.", minimum=0.0)
+    lr_scheduler: Literal["cosine", "linear", "constant"] = option("cosine", "Decay after warm-up.")
+    warmup_ratio: float = option(
+        0.05, "Fraction of steps spent warming the learning rate up linearly.", minimum=0.0
+    )
+    min_lr_ratio: float = option(
+        0.1, "Final learning rate as a fraction of the peak (cosine/linear).", minimum=0.0
+    )
+    weight_decay: float = option(0.0, "AdamW weight decay (not applied to biases and norms).", minimum=0.0)
+    adam_beta1: float = option(0.9, "AdamW β1.", minimum=0.0)
+    adam_beta2: float = option(0.999, "AdamW β2.", minimum=0.0)
+    batch_size: int = option(16, "Examples per process per micro-batch.", minimum=1)
+    grad_accum_steps: int = option(1, "Micro-batches accumulated into one optimiser step.", minimum=1)
+    max_steps: int = option(0, "Optimiser steps to run; 0 means num_epochs over the data.", minimum=0)
+    num_epochs: float = option(1.0, "Passes over the training data when max_steps is 0.", minimum=0.0)
+    max_grad_norm: float = option(
+        1.0, "Clip the global gradient norm to this; 0 disables clipping.", minimum=0.0
+    )
+    eval_every: int = option(
+        0, "Evaluate every N steps (and always at the end); 0 = only at the end.", minimum=0
+    )
+    eval_batch_size: int = option(32, "Examples per evaluation batch.", minimum=1)
+    log_every: int = option(10, "Write metrics every N steps.", minimum=1)
+    save_every: int = option(0, "Write a resumable checkpoint every N steps; 0 = none.", minimum=0)
+    keep_checkpoints: int = option(2, "How many recent checkpoints to keep.", minimum=1)
+    resume: bool = option(False, "Continue from the latest checkpoint in output_dir.")
+    tensorboard: bool = option(True, "Also log to TensorBoard (output_dir/tensorboard).")
+    progress: bool = option(True, "Show a progress bar with loss, rate and ETA.")
+    mixed_precision: Literal["no", "bf16", "fp16"] = option(
+        "no", "Autocast precision (fp32 is fastest on CPU)."
+    )
+
+
+@dataclass
+class ModelConfig:
+    """Which model to start from, and LoRA."""
+
+    model: str = option("runs/pretrain", "A HF folder, a .gguf file, or 'smollm2' (SmolLM2-135M-Instruct).")
+    trust_remote_code: bool = option(
+        False, "Allow model code from the model folder (off: only built-in models)."
+    )
+    lora: bool = option(False, "Train LoRA adapters instead of all weights (saved merged).")
+    lora_r: int = option(16, "LoRA rank.", minimum=1)
+    lora_alpha: int = option(32, "LoRA scaling α (the update is scaled by α/r).", minimum=1)
+    lora_dropout: float = option(0.0, "Dropout on the LoRA path.", minimum=0.0)
+    lora_target_modules: str = option("all-linear", "'all-linear' or comma-separated module names.")
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    """Pre-training by next-token prediction on packed text."""
+
+    output_dir: str = option("runs/pretrain", "Folder for the pre-trained model, logs and checkpoints.")
+    model: str = option(
+        "tiny", "'tiny' builds a new model from the fields below; or a HF folder to continue."
+    )
+    data: str = option(
+        "gym:reviews", "Training text: 'gym:TASK' or a .jsonl/.json/.parquet file or datasets folder."
+    )
+    text_field: str = option("text", "Field holding the text in each record.")
+    seq_len: int = option(128, "Tokens per packed training block.", minimum=8)
+    eval_fraction: float = option(0.02, "Fraction of packed blocks held out for evaluation.", minimum=0.0)
+    vocab_size: int = option(
+        512, "Tokenizer vocabulary (tiny model only; trained on the corpus).", minimum=260
+    )
+    hidden_size: int = option(128, "Tiny model width.", minimum=8)
+    num_layers: int = option(4, "Tiny model depth.", minimum=1)
+    num_heads: int = option(4, "Tiny model attention heads.", minimum=1)
+    intermediate_size: int = option(384, "Tiny model MLP width.", minimum=8)
+    trust_remote_code: bool = option(False, "Allow model code from the model folder.")
+    learning_rate: float = option(3e-3, "Peak learning rate of AdamW.", minimum=0.0)
+    batch_size: int = option(16, "Packed blocks per process per micro-batch.", minimum=1)
+    weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases and norms).", minimum=0.0)
+
+
+@dataclass
+class SFTConfig(ModelConfig, TrainConfig):
+    """Supervised fine-tuning (instruction tuning) with loss on response tokens only."""
+
+    output_dir: str = option("runs/sft", "Folder for the fine-tuned model, logs and checkpoints.")
+    data: str = option(
+        "gym:reviews", "SFT data: 'gym:TASK' or a file/folder (text, prompt/completion, messages)."
+    )
+    eval_data: str = option(
+        "", "Held-out data in the same formats; '' = the gym task's eval split (or none)."
+    )
+    max_length: int = option(256, "Truncate examples to this many tokens.", minimum=8)
+    learning_rate: float = option(1e-3, "Peak learning rate of AdamW.", minimum=0.0)
+    num_epochs: float = option(1.0, "Passes over the training data when max_steps is 0.", minimum=0.0)
+
+
+@dataclass
+class EvalConfig:
+    """Evaluate a model on a gym task's held-out examples and prompts."""
+
+    model: str = option("runs/sft", "The model to evaluate (HF folder, .gguf, or 'smollm2').")
+    task: str = option("reviews", "The gym task whose held-out data is used.")
+    seed: int = option(0, "Seed of the gym task.")
+    n_examples: int = option(200, "Held-out examples for response log-likelihood.", minimum=1)
+    n_prompts: int = option(64, "Held-out prompts answered by greedy decoding.", minimum=1)
+    max_new_tokens: int = option(64, "Longest generated answer.", minimum=1)
+    batch_size: int = option(32, "Examples per batch.", minimum=1)
+    output: str = option("", "Write the metrics as JSON here ('' = print only).")
+    trust_remote_code: bool = option(False, "Allow model code from the model folder.")
+
+
+@dataclass
+class PipelineConfig:
+    """Pre-train → SFT → evaluate on a gym task; each stage's output is a folder under output_dir."""
+
+    output_dir: str = option("runs/pipeline", "Folder holding one sub-folder per stage and the report.")
+    task: str = option("reviews", "The gym task.")
+    seed: int = option(0, "Seed for every stage.")
+    pretrain: dict = option({}, "Overrides for the pretrain stage, e.g. pretrain.max_steps=100.")
+    sft: dict = option({}, "Overrides for the sft stage, e.g. sft.learning_rate=5e-4.")
+    evaluate: dict = option({}, "Overrides for evaluation, e.g. evaluate.n_prompts=32.")
+
+
+# ----------------------------------------------------------------------------------------------- parsing
+
+C = TypeVar("C")
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def fields_of(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(str(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def coerce(tp: Any, value: Any, name: str, where: str) -> Any:
+    """Convert ``value`` (from YAML or a ``key=value`` string) to the field type ``tp``."""
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{where}: field '{name}': expected {expected}, got {value!r}")
+
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise bad("one of " + ", ".join(map(str, choices)))
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in {"none", "null"}):
+            return None
+        return coerce(args[0], value, name, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise bad("true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        try:
+            return int(str(value))
+        except ValueError:
+            raise bad("an integer") from None
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return float(str(value))
+        except ValueError:
+            raise bad("a number") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise bad("a string")
+        return "" if value is None else str(value)
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        return dict(value)
+    raise bad(_type_name(tp))
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """The 1-based line of each top-level key of a YAML mapping."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {key.value: key.start_mark.line + 1 for key, _ in node.value}
+
+
+def read_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The mapping in a YAML file and the line of each top-level key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+        lines = _key_lines(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}{line}: invalid YAML: {problem}") from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: expected a mapping of field: value, got {type(data).__name__}")
+    return data, lines
+
+
+def unknown_key_error(cls: type, key: str, where: str) -> ConfigError:
+    names = list(fields_of(cls))
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; valid fields: {', '.join(names)}"
+    return ConfigError(f"{where}: unknown field '{key}'{hint}")
+
+
+def build_config(cls: type[C], values: dict[str, Any], where: dict[str, str] | str = "config") -> C:
+    """An instance of ``cls`` from raw values; ``where`` names the source of each key for errors."""
+    hints = typing.get_type_hints(cls)
+    known = fields_of(cls)
+    kwargs = {}
+    for key, value in values.items():
+        origin = where.get(key, "config") if isinstance(where, dict) else where
+        if key not in known:
+            raise unknown_key_error(cls, key, origin)
+        converted = coerce(hints[key], value, key, origin)
+        minimum = known[key].metadata.get("minimum")
+        if minimum is not None and isinstance(converted, (int, float)) and converted < minimum:
+            raise ConfigError(f"{origin}: field '{key}': must be at least {minimum}, got {converted!r}")
+        kwargs[key] = converted
+    return cls(**kwargs)
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"command line: '{item}' is not key=value")
+        key, value = item.split("=", 1)
+        pairs.append((key.strip(), value))
+    return pairs
+
+
+def load_config(cls: type[C], config_path: str | None = None, overrides: list[str] | None = None) -> C:
+    """A stage config from an optional YAML file plus ``key=value`` overrides.
+
+    For dict-valued fields (the pipeline's per-stage sections) a dotted override ``sft.max_steps=5`` sets one
+    key inside the section.
+    """
+    values: dict[str, Any] = {}
+    where: dict[str, str] = {}
+    if config_path:
+        data, lines = read_yaml(config_path)
+        for key, value in data.items():
+            values[str(key)] = value
+            where[str(key)] = f"{config_path}:{lines.get(key, 1)}"
+    known = fields_of(cls)
+    for key, value in parse_overrides(overrides or []):
+        head, _, rest = key.partition(".")
+        if rest and head in known and typing.get_type_hints(cls)[head] is dict:
+            section = dict(values.get(head) or {})
+            section[rest] = value
+            values[head] = section
+            where.setdefault(head, "command line")
+            continue
+        values[key] = value
+        where[key] = "command line"
+    return build_config(cls, values, where)
+
+
+def describe(cls: type) -> str:
+    """Every field with its type, default and help text, for ``--help``."""
+    hints = typing.get_type_hints(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"  {f.name} ({_type_name(hints[f.name])}, default {default!r})")
+        lines.append(f"      {f.metadata.get('help', '')}")
+    return "\n".join(lines)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")

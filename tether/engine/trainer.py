@@ -1,0 +1,218 @@
+"""The training loop shared by every offline stage (pre-training, SFT, reward model, DPO, …).
+
+A stage hands the trainer a module, a dataset (a list of examples), a ``collate`` function and two
+callables:
+
+- ``loss_fn(module, batch) -> (loss_sum, metrics)``: the loss *summed* over the batch's loss items;
+- ``count_fn(batch) -> int``: how many loss items (tokens, pairs, …) the batch holds.
+
+Each optimiser step divides the summed losses by the number of items in the whole step — all
+micro-batches of all processes — so 4 micro-batches of 1 give the same gradient as 1 batch of 4, and two
+processes the same as one with the same global batch.
+
+Data order is a pure function of (seed, epoch): step s reads its global batch at a fixed position of that
+epoch's permutation, and each process reads its own slice of every micro-batch. A resumed run therefore
+needs only the step to continue exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from tether import TetherError
+from tether.config import TrainConfig
+from tether.engine.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from tether.engine.logging import MetricLogger
+from tether.engine.optim import build_optimizer, lr_multiplier, set_learning_rate
+
+Batch = dict[str, torch.Tensor]
+LossFn = Callable[[torch.nn.Module, Batch], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+CountFn = Callable[[Batch], int]
+
+
+class Trainer:
+    """Runs ``config``'s optimisation of ``module`` on ``train_data``; see the module docstring."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        module: torch.nn.Module,
+        train_data: Sequence[Any],
+        collate: Callable[[list[Any]], Batch],
+        loss_fn: LossFn,
+        count_fn: CountFn,
+        eval_data: Sequence[Any] | None = None,
+        accelerator: Accelerator | None = None,
+    ) -> None:
+        self.config = config
+        self.accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision)
+        set_seed(config.seed)
+        self.train_data, self.eval_data = train_data, eval_data
+        self.collate, self.loss_fn, self.count_fn = collate, loss_fn, count_fn
+
+        world = self.accelerator.num_processes
+        self.micro_batch = config.batch_size * world  # examples per micro-step over all processes
+        self.global_batch = self.micro_batch * config.grad_accum_steps
+        self.steps_per_epoch = len(train_data) // self.global_batch
+        if self.steps_per_epoch == 0:
+            raise TetherError(
+                f"the training data has {len(train_data)} examples, fewer than one step's global batch of "
+                f"{self.global_batch} (batch_size × grad_accum_steps × processes); lower batch_size"
+            )
+        self.total_steps = config.max_steps or max(1, math.ceil(config.num_epochs * self.steps_per_epoch))
+        self.warmup_steps = round(config.warmup_ratio * self.total_steps)
+
+        optimizer = build_optimizer(
+            module.named_parameters(),
+            config.learning_rate,
+            config.weight_decay,
+            (config.adam_beta1, config.adam_beta2),
+        )
+        self.module, self.optimizer = self.accelerator.prepare(module, optimizer)
+        self.logger = MetricLogger(config.output_dir, self.accelerator.is_main_process, config.tensorboard)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------------------------------ data
+
+    def step_indices(self, step: int) -> list[list[int]]:
+        """This process's example indices for each micro-batch of optimiser step ``step``."""
+        epoch, position = divmod(step, self.steps_per_epoch)
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.train_data), generator=generator)
+        start = position * self.global_batch
+        rank, size = self.accelerator.process_index, self.config.batch_size
+        micro = []
+        for m in range(self.config.grad_accum_steps):
+            chunk = order[start + m * self.micro_batch : start + (m + 1) * self.micro_batch]
+            micro.append(chunk[rank * size : (rank + 1) * size].tolist())
+        return micro
+
+    def _global_sum(self, value: float) -> float:
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.accelerator.device)
+        return float(self.accelerator.reduce(tensor, reduction="sum").item())
+
+    # ------------------------------------------------------------------------------------------ loop
+
+    def fit(self) -> dict[str, float]:
+        """Train to ``total_steps`` (resuming if asked); return the final evaluation metrics."""
+        config, accelerator = self.config, self.accelerator
+        self._maybe_resume()
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            desc=f"train {config.output_dir}",
+            disable=not (config.progress and accelerator.is_main_process),
+            dynamic_ncols=True,
+        )
+        items_seen, started = 0.0, time.perf_counter()
+        while self.step < self.total_steps:
+            row = self.train_step()
+            items_seen += row["items"]
+            self.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+            if self.step % config.log_every == 0 or self.step == self.total_steps:
+                row["items_per_s"] = items_seen / max(time.perf_counter() - started, 1e-9)
+                self.logger.log(self.step, row)
+            if config.eval_every and self.step % config.eval_every == 0 and self.step < self.total_steps:
+                self.logger.log(self.step, self.evaluate())
+            if config.save_every and self.step % config.save_every == 0:
+                save_checkpoint(accelerator, config.output_dir, self.step, {}, config.keep_checkpoints)
+        bar.close()
+        final = self.evaluate()
+        self.logger.log(self.step, final)
+        self.logger.close()
+        return final
+
+    def train_step(self) -> dict[str, float]:
+        """One optimiser step over ``grad_accum_steps`` micro-batches; returns the step's metrics."""
+        config, accelerator = self.config, self.accelerator
+        lr = config.learning_rate * lr_multiplier(
+            self.step, self.total_steps, self.warmup_steps, config.lr_scheduler, config.min_lr_ratio
+        )
+        set_learning_rate(self.optimizer, lr)
+        self.module.train()
+        batches = [self.collate([self.train_data[i] for i in idx]) for idx in self.step_indices(self.step)]
+        batches = [{k: v.to(accelerator.device) for k, v in b.items()} for b in batches]
+        global_items = self._global_sum(float(sum(self.count_fn(b) for b in batches)))
+        if global_items <= 0:
+            raise TetherError(f"step {self.step}: the batch holds no loss items (all labels masked?)")
+        scale = accelerator.num_processes / global_items  # DDP averages gradients over processes
+        loss_total = 0.0
+        metric_sums: dict[str, float] = {}
+        for m, batch in enumerate(batches):
+            last = m == len(batches) - 1
+            context = accelerator.no_sync(self.module) if not last else nullcontext()
+            with context:
+                with accelerator.autocast():
+                    loss_sum, metrics = self.loss_fn(self.module, batch)
+                accelerator.backward(loss_sum * scale)
+            loss_total += float(loss_sum.detach())
+            for key, value in metrics.items():
+                metric_sums[key] = metric_sums.get(key, 0.0) + float(value)
+        max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
+        grad_norm = accelerator.clip_grad_norm_(self.module.parameters(), max_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        row = {
+            "loss": self._global_sum(loss_total) / global_items,
+            "lr": lr,
+            "grad_norm": float(grad_norm),
+            "items": global_items,
+            "epoch": self.step / self.steps_per_epoch,
+        }
+        row.update(
+            {
+                k: self._global_sum(v) / accelerator.num_processes / len(batches)
+                for k, v in metric_sums.items()
+            }
+        )
+        self.history.append(row)
+        return row
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Loss per item over the eval data (each process takes its share); {} without eval data."""
+        if not self.eval_data:
+            return {}
+        accelerator, size = self.accelerator, self.config.eval_batch_size
+        self.module.eval()
+        mine = list(range(accelerator.process_index, len(self.eval_data), accelerator.num_processes))
+        loss_total, items = 0.0, 0.0
+        for start in range(0, len(mine), size):
+            batch = self.collate([self.eval_data[i] for i in mine[start : start + size]])
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            with accelerator.autocast():
+                loss_sum, _ = self.loss_fn(self.module, batch)
+            loss_total += float(loss_sum)
+            items += self.count_fn(batch)
+        self.module.train()
+        return {"eval/loss": self._global_sum(loss_total) / max(self._global_sum(items), 1.0)}
+
+    def _maybe_resume(self) -> None:
+        if not self.config.resume:
+            return
+        found = list_checkpoints(self.config.output_dir)
+        if not found:
+            if self.accelerator.is_main_process:
+                tqdm.write(f"resume: no checkpoint in {self.config.output_dir}; starting from step 0")
+            return
+        state = load_checkpoint(self.accelerator, found[-1])
+        self.step = int(state["step"])
+        if self.accelerator.is_main_process:
+            self.logger.truncate_after(self.step)
+            tqdm.write(f"resume: continuing from {found[-1]} (step {self.step} of {self.total_steps})")
+
+    def unwrapped(self) -> torch.nn.Module:
+        """The trained module without distributed wrappers."""
+        return self.accelerator.unwrap_model(self.module)

@@ -1,0 +1,73 @@
+"""Log-probabilities of chosen tokens, computing logits only where a loss needs them.
+
+The LM head (``V`` outputs) dominates a small model's cost. Instead of ``model(...).logits`` for all
+(B, T) positions, run the decoder for hidden states, select the K positions whose next token carries loss,
+and apply the head to those K rows only. Models whose head is more than a plain linear layer (logit
+soft-capping, logit scaling) fall back to the full forward.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from tether.ops.logprobs import IGNORE_INDEX, gather_logprobs, shift_labels
+
+
+def _base_model(model: Any) -> Any:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _has_plain_head(model: Any) -> bool:
+    config = model.config
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        return False
+    return isinstance(model.get_output_embeddings(), nn.Linear) and hasattr(model, "get_decoder")
+
+
+def token_logprobs(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """log π(label[t+1] | tokens ≤ t) for every position, fp32, 0 where the next label is ignored.
+
+    input_ids, attention_mask, labels: (B, T), labels aligned with input_ids (−100 = no loss).
+    Returns (B, T): column t scores token t+1; the last column is always 0.
+    """
+    targets = shift_labels(input_ids, labels)  # (B, T)
+    selected = targets != IGNORE_INDEX  # (B, T)
+    base = _base_model(model)
+    if _has_plain_head(base):
+        hidden = base.get_decoder()(
+            input_ids=input_ids, attention_mask=attention_mask
+        ).last_hidden_state  # (B, T, D)
+        logits = base.get_output_embeddings()(hidden[selected])  # (K, V)
+    else:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[selected]  # (K, V)
+    picked = gather_logprobs(logits, targets[selected], temperature=temperature)  # (K,)
+    out = torch.zeros(targets.shape, dtype=torch.float32, device=picked.device)
+    out[selected] = picked
+    return out
+
+
+class TokenLogProbs(nn.Module):
+    """A causal LM whose forward returns :func:`token_logprobs` — the module handed to Accelerate, so
+    distributed wrappers (DDP, FSDP) see every forward that training runs."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        temperature: float = 1.0,
+    ) -> torch.Tensor:
+        return token_logprobs(self.model, input_ids, attention_mask, labels, temperature)

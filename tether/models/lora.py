@@ -1,0 +1,33 @@
+"""LoRA adapters through peft. With LoRA, the frozen reference is the same model with adapters disabled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def apply_lora(
+    model: Any, r: int = 16, alpha: int = 32, dropout: float = 0.0, target_modules: str = "all-linear"
+) -> Any:
+    """Wrap ``model`` with trainable LoRA adapters (Hu et al. 2021); base weights are frozen.
+
+    ``target_modules`` is ``all-linear`` or a comma-separated list of module names.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    targets: str | list[str] = (
+        target_modules
+        if target_modules == "all-linear"
+        else [name.strip() for name in target_modules.split(",")]
+    )
+    config = LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM"
+    )
+    return get_peft_model(model, config)
+
+
+def is_peft_model(model: Any) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(model, PeftModel)

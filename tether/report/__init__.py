@@ -1,0 +1,5 @@
+"""Reports: Markdown (and, later, HTML with plots) summarising a pipeline run."""
+
+from tether.report.markdown import write_instruct_report
+
+__all__ = ["write_instruct_report"]

@@ -1,0 +1,40 @@
+"""A Markdown report of the instruction-tuning stages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def write_instruct_report(summary: dict[str, Any], out_dir: str | Path) -> Path:
+    """``report.md``: the metrics table of each evaluated model, stage times, and sample answers."""
+    lines = [
+        f"# tether pipeline — task `{summary['task']}`",
+        "",
+        "| model | response NLL ↓ | follow rate ↑ | stop rate ↑ |",
+    ]
+    lines.append("|---|---|---|---|")
+    for name, metrics in summary["results"].items():
+        lines.append(
+            f"| {name} | {metrics['response_nll']:.3f} | {metrics['follow_rate']:.1%} | {metrics['stop_rate']:.1%} |"
+        )
+    lines += [
+        "",
+        "Response NLL: mean negative log-likelihood per token of held-out reference responses.",
+        "Follow rate: greedy answers to held-out prompts that stop on their own and do what was asked.",
+        "",
+    ]
+    if summary.get("seconds"):
+        lines += ["## Stage times", "", "| stage | seconds |", "|---|---|"]
+        lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in summary["seconds"].items()]
+        lines.append("")
+    lines += ["## Sample answers", ""]
+    for name, metrics in summary["results"].items():
+        lines += [f"### {name}", ""]
+        for sample in metrics["samples"]:
+            lines += [f"- **{sample['prompt']}** → {sample['completion'] or '(empty)'}"]
+        lines.append("")
+    path = Path(out_dir) / "report.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

@@ -1,0 +1,85 @@
+"""Batched generation with the KV cache: chat-templated prompts, left padding, stop at EOS / end of turn."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tether.data.templates import render_prompt
+
+
+@dataclass
+class GenerationResult:
+    """Completions of N prompts."""
+
+    completions: list[str]  # decoded response text, special tokens removed
+    finished: list[bool]  # did the response end with a stop token (EOS / end of turn)?
+    response_ids: list[list[int]]  # response token ids, stop token included when produced
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Ids that end a response: the generation config's EOS ids, the tokenizer's EOS, and ``<|im_end|>``."""
+    ids = model.generation_config.eos_token_id
+    found = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None:
+        found.add(tokenizer.eos_token_id)
+    im_end = tokenizer.get_vocab().get("<|im_end|>")
+    if im_end is not None:
+        found.add(im_end)
+    return sorted(found)
+
+
+@torch.no_grad()
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    max_new_tokens: int = 64,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    batch_size: int = 32,
+    chat: bool = True,
+) -> GenerationResult:
+    """Complete each prompt (rendered with the chat template when ``chat``), in batches of ``batch_size``."""
+    stops = stop_token_ids(model, tokenizer)
+    texts = [render_prompt(tokenizer, p) if chat else p for p in prompts]
+    was_training = model.training
+    model.eval()
+    completions, finished, response_ids = [], [], []
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(
+                texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+            )
+            batch = {k: v.to(model.device) for k, v in batch.items()}
+            sampling = (
+                {"do_sample": True, "temperature": temperature, "top_p": top_p}
+                if do_sample
+                else {"do_sample": False}
+            )
+            output = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=stops,
+                pad_token_id=tokenizer.pad_token_id,
+                **sampling,
+            )
+            for row in output[:, batch["input_ids"].shape[1] :].tolist():
+                ids, done = [], False
+                for token in row:
+                    ids.append(token)
+                    if token in stops:
+                        done = True
+                        break
+                response_ids.append(ids)
+                finished.append(done)
+                completions.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return GenerationResult(completions, finished, response_ids)
