@@ -61,3 +61,18 @@ def test_malformed_config_is_one_line_error(tmp_path, capsys):
 def test_unknown_model_is_one_line_error(capsys):
     assert main(["evaluate", "model=/no/such/model"]) == 2
     assert "model '/no/such/model': no such folder" in capsys.readouterr().err
+
+
+def test_score_with_the_gold_judge(tmp_path, capsys):
+    data = tmp_path / "in.jsonl"
+    data.write_text(
+        '{"prompt": "review the phone.", "completion": "the phone is great."}\n'
+        '{"prompt": "review the phone.", "completion": "great great great"}\n'
+    )
+    out = tmp_path / "out.jsonl"
+    assert main(["score", f"data={data}", "judge=gym:reviews", f"output={out}"]) == 0
+    import json
+
+    scores = [json.loads(line)["score"] for line in out.read_text().splitlines()]
+    # The repeated words cost 0.5 × stutter (2 of 2 word pairs repeat) and 0.5 for not naming the phone.
+    assert scores == [1.0, 0.0]

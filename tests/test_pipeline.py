@@ -1,4 +1,7 @@
-"""End to end on the embedded default (shortened): SFT answers held-out prompts better than pre-training."""
+"""End to end on the embedded default (evaluation shortened): SFT answers held-out prompts better than pre-training,
+collected rankings are well formed, and the reward model agrees with the gold judge on held-out pairs."""
+
+import json
 
 import pytest
 from transformers import AutoModelForCausalLM
@@ -14,21 +17,31 @@ def test_pipeline_sft_beats_pretrained_and_skips_done_stages(tmp_path):
         None,
         [
             f"output_dir={tmp_path}",
-            "pretrain.max_steps=200",
-            "sft.max_steps=120",
             "pretrain.progress=false",
             "sft.progress=false",
             "evaluate.n_prompts=32",
             "evaluate.n_examples=100",
+            "reward_model.progress=false",
         ],
     )
     summary = run_pipeline(config)
     pretrained, sft = summary["results"]["pretrained"], summary["results"]["sft"]
     assert sft["response_nll"] < pretrained["response_nll"] - 1.0
     assert sft["follow_rate"] >= 0.8 and pretrained["follow_rate"] <= 0.2
-    assert f"| sft | {sft['response_nll']:.3f} | {sft['follow_rate']:.1%} |" in (tmp_path / "report.md").read_text()
+    assert (
+        f"| sft | {sft['response_nll']:.3f} | {sft['follow_rate']:.1%} |"
+        in (tmp_path / "report.md").read_text()
+    )
     AutoModelForCausalLM.from_pretrained(tmp_path / "sft")  # an ordinary HF folder
 
-    again = run_pipeline(config)  # both stages are done: only evaluation runs
+    rankings = [
+        json.loads(line) for line in (tmp_path / "collect" / "rankings.jsonl").read_text().splitlines()
+    ]
+    assert len(rankings) == 512 and all(len(r["completions"]) == 4 == len(r["ranks"]) for r in rankings)
+    n_pairs = len((tmp_path / "collect" / "pairs.jsonl").read_text().splitlines())
+    assert n_pairs == sum(sum(a < b for a in r["ranks"] for b in r["ranks"]) for r in rankings)
+    assert summary["reward_model"]["accuracy"] >= 0.9  # the issue's bar; 95.8% with the full default
+
+    again = run_pipeline(config)  # every stage is done: only evaluation runs
     assert set(again["seconds"]) == {"evaluate"}
     assert again["results"]["sft"]["response_nll"] == pytest.approx(sft["response_nll"])

@@ -16,9 +16,12 @@ from typing import Any
 
 from tether import TetherError, __version__
 from tether.config import (
+    CollectConfig,
     EvalConfig,
     PipelineConfig,
     PretrainConfig,
+    RewardModelConfig,
+    ScoreConfig,
     SFTConfig,
     describe,
     load_config,
@@ -60,6 +63,36 @@ def _evaluate(config: EvalConfig, args: argparse.Namespace) -> Any:
     return metrics
 
 
+def _collect(config: CollectConfig, args: argparse.Namespace) -> Any:
+    from tether.algorithms.collect import run_collect
+
+    return run_collect(config)
+
+
+def _reward_model(config: RewardModelConfig, args: argparse.Namespace) -> Any:
+    from tether.algorithms.reward_model import run_reward_model
+
+    metrics = run_reward_model(config)
+    return {k: v for k, v in metrics.items() if k != "calibration"}
+
+
+def _score(config: ScoreConfig, args: argparse.Namespace) -> Any:
+    from tether.algorithms.common import resolve_judge
+    from tether.data.preference import _text
+    from tether.data.readers import read_records, write_jsonl
+
+    if not config.data:
+        raise TetherError("score: set data=FILE (records with 'prompt' and 'completion')")
+    records = read_records(config.data)
+    prompts = [_text(r, "prompt") for r in records]
+    completions = [_text(r, "completion") for r in records]
+    judge = resolve_judge(config.judge, trust_remote_code=config.trust_remote_code)
+    scores = judge.score(prompts, completions)
+    if config.output:
+        write_jsonl(config.output, ({**r.data, "score": s} for r, s in zip(records, scores)))
+    return {"records": len(scores), "mean_score": sum(scores) / max(1, len(scores))}
+
+
 def _pipeline(config: PipelineConfig, args: argparse.Namespace) -> Any:
     from tether.pipeline import run_pipeline
 
@@ -71,6 +104,13 @@ COMMANDS: dict[str, tuple[type, Callable[[Any, argparse.Namespace], Any], str]] 
     "pipeline": (PipelineConfig, _pipeline, "Run the whole pipeline on a gym task (the main job)."),
     "pretrain": (PretrainConfig, _pretrain, "Pre-train a causal LM by next-token prediction."),
     "sft": (SFTConfig, _sft, "Supervised fine-tuning with loss on response tokens only."),
+    "collect": (
+        CollectConfig,
+        _collect,
+        "Sample K responses per prompt, rank them with a judge, write pairs.",
+    ),
+    "reward-model": (RewardModelConfig, _reward_model, "Train a Bradley–Terry reward model on preferences."),
+    "score": (ScoreConfig, _score, "Score (prompt, completion) records with a reward model or judge."),
     "evaluate": (EvalConfig, _evaluate, "Evaluate a model on a gym task's held-out data."),
 }
 

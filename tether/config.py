@@ -136,6 +136,55 @@ class SFTConfig(ModelConfig, TrainConfig):
 
 
 @dataclass
+class CollectConfig:
+    """Sample K responses per prompt from a policy, rank them with a judge, write rankings and pairs."""
+
+    output_dir: str = option("runs/collect", "Folder for rankings.jsonl and pairs.jsonl.")
+    policy: str = option("runs/sft", "The policy that samples (HF folder, .gguf, or 'smollm2').")
+    judge: str = option(
+        "gym:reviews", "'gym:TASK' (gold reward), 'module:function', or a reward-model folder."
+    )
+    prompts: str = option("gym:reviews", "'gym:TASK' (its train prompts) or a file of {\"prompt\"} records.")
+    n_prompts: int = option(512, "How many prompts to use.", minimum=1)
+    num_samples: int = option(4, "Completions sampled per prompt (K).", minimum=2)
+    temperature: float = option(1.0, "Sampling temperature.", minimum=0.0)
+    top_p: float = option(1.0, "Nucleus sampling mass.", minimum=0.0)
+    max_new_tokens: int = option(64, "Longest completion.", minimum=1)
+    batch_size: int = option(64, "Prompts per generation batch.", minimum=1)
+    seed: int = option(0, "Seed for sampling and the gym's prompts.")
+    trust_remote_code: bool = option(False, "Allow model code from the model folder.")
+
+
+@dataclass
+class RewardModelConfig(ModelConfig, TrainConfig):
+    """A reward model: the LM with a scalar head, trained by Bradley–Terry maximum likelihood."""
+
+    output_dir: str = option("runs/reward_model", "Folder for the reward model, logs and checkpoints.")
+    model: str = option("runs/sft", "The LM whose backbone the reward model starts from.")
+    data: str = option(
+        "runs/collect/rankings.jsonl", "Preference data: pairs or rankings (JSONL/JSON/Parquet/folder)."
+    )
+    eval_data: str = option("", "Held-out preference data; '' = hold out eval_fraction of the records.")
+    eval_fraction: float = option(0.1, "Fraction of records held out when eval_data is ''.", minimum=0.0)
+    max_length: int = option(256, "Truncate (prompt, response) to this many tokens.", minimum=8)
+    center_coef: float = option(0.0, "Reward-centering weight: + c·(r_w + r_l)² per pair.", minimum=0.0)
+    learning_rate: float = option(1e-3, "Peak learning rate of AdamW.", minimum=0.0)
+    batch_size: int = option(16, "Pairs per process per micro-batch.", minimum=1)
+    num_epochs: float = option(2.0, "Passes over the training pairs when max_steps is 0.", minimum=0.0)
+
+
+@dataclass
+class ScoreConfig:
+    """Score a JSONL of (prompt, completion) with a reward model or judge."""
+
+    data: str = option("", "Input records with 'prompt' and 'completion'.")
+    judge: str = option("runs/reward_model", "A reward-model folder, 'gym:TASK', or 'module:function'.")
+    output: str = option("", "Output JSONL (input records plus 'score'); '' = print a summary only.")
+    batch_size: int = option(32, "Records per batch.", minimum=1)
+    trust_remote_code: bool = option(False, "Allow model code from the model folder.")
+
+
+@dataclass
 class EvalConfig:
     """Evaluate a model on a gym task's held-out examples and prompts."""
 
@@ -152,13 +201,15 @@ class EvalConfig:
 
 @dataclass
 class PipelineConfig:
-    """Pre-train → SFT → evaluate on a gym task; each stage's output is a folder under output_dir."""
+    """Pre-train → SFT → collect → reward model → evaluate on a gym task; a folder per stage under output_dir."""
 
     output_dir: str = option("runs/pipeline", "Folder holding one sub-folder per stage and the report.")
     task: str = option("reviews", "The gym task.")
     seed: int = option(0, "Seed for every stage.")
     pretrain: dict = option({}, "Overrides for the pretrain stage, e.g. pretrain.max_steps=100.")
     sft: dict = option({}, "Overrides for the sft stage, e.g. sft.learning_rate=5e-4.")
+    collect: dict = option({}, "Overrides for the collect stage, e.g. collect.n_prompts=256.")
+    reward_model: dict = option({}, "Overrides for the reward-model stage, e.g. reward_model.num_epochs=1.")
     evaluate: dict = option({}, "Overrides for evaluation, e.g. evaluate.n_prompts=32.")
 
 

@@ -1,8 +1,9 @@
-"""The chained pipeline: pre-train → SFT → evaluate → report, each stage an ordinary folder.
+"""The chained pipeline: pre-train → SFT → collect → reward model → evaluate → report, each stage an
+ordinary folder.
 
-A stage whose folder already holds a finished model (``tether_config.yaml`` is written last) is skipped
-on re-run; ``from_stage`` re-runs that stage and every later one. Later issues add collect, reward model
-and the policy optimisers between SFT and evaluation.
+A stage whose folder already holds its finished output (``tether_config.yaml`` is written last) is skipped
+on re-run; ``from_stage`` re-runs that stage and every later one. Later issues add the policy optimisers
+between the reward model and evaluation.
 """
 
 from __future__ import annotations
@@ -15,9 +16,17 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from tether import TetherError
-from tether.config import EvalConfig, PipelineConfig, PretrainConfig, SFTConfig, build_config
+from tether.config import (
+    CollectConfig,
+    EvalConfig,
+    PipelineConfig,
+    PretrainConfig,
+    RewardModelConfig,
+    SFTConfig,
+    build_config,
+)
 
-STAGES = ("pretrain", "sft", "evaluate")
+STAGES = ("pretrain", "sft", "collect", "reward_model", "evaluate")
 
 # The embedded default: sized so the whole pipeline runs in a few minutes on a 2-core CPU.
 DEFAULT_PRETRAIN = {"num_epochs": 1.0}
@@ -29,12 +38,14 @@ def _stage_config(cls: type, defaults: dict, overrides: dict, section: str, **fi
 
 
 def is_done(folder: Path) -> bool:
-    return (folder / "tether_config.yaml").exists() and (folder / "config.json").exists()
+    return (folder / "tether_config.yaml").exists()
 
 
 def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[str, Any]:
     """Run every stage not yet done (or from ``from_stage`` on); return the evaluation table."""
+    from tether.algorithms.collect import run_collect
     from tether.algorithms.pretrain import run_pretrain
+    from tether.algorithms.reward_model import run_reward_model
     from tether.algorithms.sft import run_sft
     from tether.eval.instruct import evaluate_instruct
     from tether.gym import get_task
@@ -65,12 +76,39 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
         data=data,
         seed=config.seed,
     )
+    collect = _stage_config(
+        CollectConfig,
+        {},
+        config.collect,
+        "collect",
+        output_dir=str(root / "collect"),
+        policy=sft.output_dir,
+        judge=f"gym:{config.task}",
+        prompts=data,
+        seed=config.seed,
+    )
+    reward_model = _stage_config(
+        RewardModelConfig,
+        {},
+        config.reward_model,
+        "reward_model",
+        output_dir=str(root / "reward_model"),
+        model=sft.output_dir,
+        data=str(Path(collect.output_dir) / "rankings.jsonl"),
+        seed=config.seed,
+    )
     evaluation = _stage_config(
         EvalConfig, {}, config.evaluate, "evaluate", task=config.task, seed=config.seed
     )
     timings: dict[str, float] = {}
 
-    for name, stage_config, runner in (("pretrain", pretrain, run_pretrain), ("sft", sft, run_sft)):
+    stages = (
+        ("pretrain", pretrain, run_pretrain),
+        ("sft", sft, run_sft),
+        ("collect", collect, run_collect),
+        ("reward_model", reward_model, run_reward_model),
+    )
+    for name, stage_config, runner in stages:
         folder = Path(stage_config.output_dir)
         if is_done(folder) and name not in rerun:
             tqdm.write(f"pipeline: {name} already done in {folder}; skipping (use --from {name} to re-run)")
@@ -96,7 +134,8 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
             evaluation.batch_size,
         )
     timings["evaluate"] = time.perf_counter() - started
-    summary = {"task": config.task, "results": results, "seconds": timings}
+    reward_eval = json.loads((Path(reward_model.output_dir) / "eval.json").read_text(encoding="utf-8"))
+    summary = {"task": config.task, "results": results, "reward_model": reward_eval, "seconds": timings}
     (root / "evaluation.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     report = write_instruct_report(summary, root)
     tqdm.write(f"pipeline: report written to {report}")

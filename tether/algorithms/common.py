@@ -65,3 +65,19 @@ def loss_token_mask(labels: Any) -> Any:
 
 def count_loss_tokens(batch: dict) -> int:
     return int(loss_token_mask(batch["labels"]).sum())
+
+
+def resolve_judge(spec: str, seed: int = 0, trust_remote_code: bool = False) -> Any:
+    """A judge from a spec: ``gym:TASK`` (the task's gold reward), ``module:function``, or a reward-model folder."""
+    from pathlib import Path
+
+    from tether.judges import FunctionJudge, RewardModelJudge, import_function
+    from tether.models.reward import load_reward_model
+
+    if spec.startswith(GYM_PREFIX):
+        task = get_task(spec[len(GYM_PREFIX) :], seed=seed)
+        return FunctionJudge(task.gold_rewards, name=f"gold:{task.name}")
+    if ":" in spec and not Path(spec).exists():
+        return FunctionJudge(import_function(spec), name=spec)
+    model = load_reward_model(spec, trust_remote_code)
+    return RewardModelJudge(model, load_tokenizer(spec, trust_remote_code))

@@ -91,3 +91,11 @@ def pad_collate(
         labels[row, span] = torch.tensor(example.labels)
         attention_mask[row, span] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def tokenize_conversation(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int) -> list[int]:
+    """Token ids of a rendered conversation, tokenised piece by piece exactly as :func:`tokenize_sft` does
+    (so a reward model scores the same tokens the policy was trained and sampled on)."""
+    trained = [m["role"] == "assistant" for m in messages]
+    segments = conversation_segments(tokenizer, list(messages), trained)
+    return tokenize_segments(tokenizer, segments).input_ids[:max_length]

@@ -43,3 +43,7 @@ class ArithmeticTask(Task):
         found = _ANSWER.search(completion)
         expected = ArithmeticTask.expected_answer(prompt)
         return found is not None and expected is not None and int(found.group(1)) == expected
+
+    def gold_reward(self, prompt: str, completion: str) -> float:
+        """1 for the exact sum, 0 otherwise (a verifiable reward)."""
+        return float(self.is_correct(prompt, completion))

@@ -55,6 +55,14 @@ class Task(ABC):
             )
         return examples
 
+    @abstractmethod
+    def gold_reward(self, prompt: str, completion: str) -> float:
+        """The hidden gold reward that plays the human. Training never sees it directly."""
+
+    def gold_rewards(self, prompts: list[str], completions: list[str]) -> list[float]:
+        """:meth:`gold_reward` of each (prompt, completion): the judge interface."""
+        return [self.gold_reward(p, c) for p, c in zip(prompts, completions)]
+
     def prompts(self, split: str = "eval", n: int | None = None) -> list[str]:
         rng = self.rng(split, stream=3)
         return [self.sample_example(rng)[0] for _ in range(n or self.n_sft[split])]

@@ -10,6 +10,7 @@ words. Everything is lower-case, so a tokenizer trained on the corpus stays smal
 from __future__ import annotations
 
 import random
+from itertools import pairwise
 
 from tether.gym.base import Task
 
@@ -67,6 +68,37 @@ def write_review(rng: random.Random, product: str, tone: str) -> str:
     return " ".join(parts)
 
 
+_POSITIVE, _NEGATIVE = set(POSITIVE), set(NEGATIVE)
+
+
+def review_gold_reward(product: str | None, completion: str) -> float:
+    """The gold reward of a review, about in [−2, 1]:
+
+    mean sentence sentiment (+1 per positive word, −1 per negative word, clipped to [−1, 1] per sentence)
+    − 1.0 × the fraction of sentences that repeat an earlier one
+    − 0.5 × the fraction of words that repeat the previous word
+    − 0.5 if the product asked about is not named
+    − 0.1 per sentence beyond six.
+
+    A learned reward model sees mostly well-formed reviews, where positive words are the whole story; a
+    policy that over-optimises it by repeating positive words gains proxy reward and loses gold reward.
+    """
+    sentences = [s.split() for s in completion.lower().replace("!", ".").split(".") if s.strip()]
+    if not sentences:
+        return -2.0
+    sentiment = [
+        max(-1, min(1, sum((w in _POSITIVE) - (w in _NEGATIVE) for w in words))) for words in sentences
+    ]
+    keys = [" ".join(words) for words in sentences]
+    repeated_sentences = sum(key in keys[:i] for i, key in enumerate(keys)) / len(keys)
+    words = [w.strip(",;:") for words in sentences for w in words]
+    stutter = sum(a == b for a, b in pairwise(words)) / max(1, len(words) - 1)
+    score = sum(sentiment) / len(sentiment) - 1.0 * repeated_sentences - 0.5 * stutter
+    if product is not None and product not in words:
+        score -= 0.5
+    return score - 0.1 * max(0, len(sentences) - 6)
+
+
 class ReviewsTask(Task):
     """Product reviews; the default task of the embedded pipeline."""
 
@@ -83,6 +115,10 @@ class ReviewsTask(Task):
     def document(self, rng: random.Random) -> str:
         product = rng.choice(sorted(PRODUCTS))
         return f"review of the {product}: " + write_review(rng, product, self._tone(rng))
+
+    def gold_reward(self, prompt: str, completion: str) -> float:
+        """Positive, varied, on-topic reviews score high; see :func:`review_gold_reward`."""
+        return review_gold_reward(self.product_of(prompt), completion)
 
     @staticmethod
     def product_of(prompt: str) -> str | None:

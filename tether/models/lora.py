@@ -6,11 +6,17 @@ from typing import Any
 
 
 def apply_lora(
-    model: Any, r: int = 16, alpha: int = 32, dropout: float = 0.0, target_modules: str = "all-linear"
+    model: Any,
+    r: int = 16,
+    alpha: int = 32,
+    dropout: float = 0.0,
+    target_modules: str = "all-linear",
+    task_type: str = "CAUSAL_LM",
 ) -> Any:
     """Wrap ``model`` with trainable LoRA adapters (Hu et al. 2021); base weights are frozen.
 
-    ``target_modules`` is ``all-linear`` or a comma-separated list of module names.
+    ``target_modules`` is ``all-linear`` or a comma-separated list of module names. With ``task_type``
+    ``SEQ_CLS`` (reward models) peft also trains the new scalar head in full.
     """
     from peft import LoraConfig, get_peft_model
 
@@ -20,7 +26,7 @@ def apply_lora(
         else [name.strip() for name in target_modules.split(",")]
     )
     config = LoraConfig(
-        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM"
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type=task_type
     )
     return get_peft_model(model, config)
 

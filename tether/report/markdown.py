@@ -24,6 +24,23 @@ def write_instruct_report(summary: dict[str, Any], out_dir: str | Path) -> Path:
         "Follow rate: greedy answers to held-out prompts that stop on their own and do what was asked.",
         "",
     ]
+    reward = summary.get("reward_model")
+    if reward:
+        lines += [
+            "## Reward model (held-out pairs labelled by the gold judge)",
+            "",
+            f"Accuracy {reward['accuracy']:.1%} on {reward['pairs']} pairs; Bradley–Terry NLL {reward['bt_nll']:.3f}; "
+            f"expected calibration error {reward['ece']:.3f}. Rewards: chosen {reward['chosen_mean']:.2f} ± "
+            f"{reward['chosen_std']:.2f}, rejected {reward['rejected_mean']:.2f} ± {reward['rejected_std']:.2f}.",
+            "",
+            "| predicted P(first ≻ second) | pairs | mean predicted | observed |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {row['bin']} | {row['pairs']} | {row['predicted']:.2f} | {row['observed']:.2f} |"
+            for row in reward["calibration"]
+        ]
+        lines.append("")
     if summary.get("seconds"):
         lines += ["## Stage times", "", "| stage | seconds |", "|---|---|"]
         lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in summary["seconds"].items()]
