@@ -74,3 +74,22 @@ def test_function_judge_and_ranks():
     judge = FunctionJudge(lambda p, c: len(c), batched=False)
     assert judge.score(["x", "y"], ["ab", "abcd"]) == [2.0, 4.0]
     assert ranks_from_scores([0.5, 2.0, 0.5, -1.0]) == [2, 1, 2, 4]
+
+
+def test_lora_reward_model_trains_head_and_saves_merged(make_model, tokenizer, tmp_path):
+    from tether.models import apply_lora
+
+    model = apply_lora(make_reward_model(make_model, tokenizer, tmp_path), r=4, alpha=8, task_type="SEQ_CLS")
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert any("lora_" in name for name in trainable) and any("score" in name for name in trainable)
+    assert not any("embed_tokens" in name for name in trainable)  # the backbone itself stays frozen
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.5)
+    save_model(model, tokenizer, tmp_path / "rm")
+    batch = pad_collate([TokenizedExample([5, 6, 7], [5, 6, 7])], tokenizer.pad_token_id)
+    with torch.no_grad():
+        expected = ScalarReward(model)(batch["input_ids"], batch["attention_mask"])
+        got = ScalarReward(load_reward_model(str(tmp_path / "rm")))(batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
