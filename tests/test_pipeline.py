@@ -22,6 +22,8 @@ def test_pipeline_sft_beats_pretrained_and_skips_done_stages(tmp_path):
             "evaluate.n_prompts=32",
             "evaluate.n_examples=100",
             "reward_model.progress=false",
+            "dpo.progress=false",
+            "n_policy_prompts=100",
         ],
     )
     summary = run_pipeline(config)
@@ -41,6 +43,12 @@ def test_pipeline_sft_beats_pretrained_and_skips_done_stages(tmp_path):
     n_pairs = len((tmp_path / "collect" / "pairs.jsonl").read_text().splitlines())
     assert n_pairs == sum(sum(a < b for a in r["ranks"] for b in r["ranks"]) for r in rankings)
     assert summary["reward_model"]["accuracy"] >= 0.9  # the bar; 95.8% with the full default
+
+    # DPO on the collected rankings raises the gold reward of the SFT policy's samples, at a bounded KL.
+    policies = summary["policies"]
+    assert policies["sft"]["kl"] == 0.0
+    assert policies["dpo"]["gold"] > policies["sft"]["gold"] + 0.3
+    assert 0 < policies["dpo"]["kl"] < 20
 
     again = run_pipeline(config)  # every stage is done: only evaluation runs
     assert set(again["seconds"]) == {"evaluate"}

@@ -17,7 +17,9 @@ from typing import Any
 from tether import TetherError, __version__
 from tether.config import (
     CollectConfig,
+    DPOConfig,
     EvalConfig,
+    KTOConfig,
     PipelineConfig,
     PretrainConfig,
     RewardModelConfig,
@@ -93,6 +95,18 @@ def _score(config: ScoreConfig, args: argparse.Namespace) -> Any:
     return {"records": len(scores), "mean_score": sum(scores) / max(1, len(scores))}
 
 
+def _dpo(config: DPOConfig, args: argparse.Namespace) -> Any:
+    from tether.algorithms.dpo import run_dpo
+
+    return run_dpo(config)
+
+
+def _kto(config: KTOConfig, args: argparse.Namespace) -> Any:
+    from tether.algorithms.kto import run_kto
+
+    return run_kto(config)
+
+
 def _pipeline(config: PipelineConfig, args: argparse.Namespace) -> Any:
     from tether.pipeline import run_pipeline
 
@@ -110,6 +124,8 @@ COMMANDS: dict[str, tuple[type, Callable[[Any, argparse.Namespace], Any], str]] 
         "Sample K responses per prompt, rank them with a judge, write pairs.",
     ),
     "reward-model": (RewardModelConfig, _reward_model, "Train a Bradley–Terry reward model on preferences."),
+    "dpo": (DPOConfig, _dpo, "Offline preference optimisation: DPO and its family (IPO, SimPO, ORPO, …)."),
+    "kto": (KTOConfig, _kto, "KTO on thumbs-up/down data (or rankings: best up, worst down)."),
     "score": (ScoreConfig, _score, "Score (prompt, completion) records with a reward model or judge."),
     "evaluate": (EvalConfig, _evaluate, "Evaluate a model on a gym task's held-out data."),
 }

@@ -174,6 +174,56 @@ class RewardModelConfig(ModelConfig, TrainConfig):
 
 
 @dataclass
+class DPOConfig(ModelConfig, TrainConfig):
+    """Offline preference optimisation: DPO and its family, from pairs or rankings, no sampling."""
+
+    output_dir: str = option("runs/dpo", "Folder for the optimised policy, logs and checkpoints.")
+    model: str = option("runs/sft", "The starting policy (and, unless ref_model is set, the reference).")
+    ref_model: str = option(
+        "", "A different frozen reference; '' = the starting model (with LoRA: adapters off)."
+    )
+    data: str = option(
+        "runs/collect/rankings.jsonl", "Preference pairs or rankings (JSONL/JSON/Parquet/folder)."
+    )
+    loss: str = option("dpo", "A loss of losses/preference.py, or weighted terms like 'dpo:1,nll:0.2'.")
+    beta: float = option(
+        0.1, "β: strength of the tether to the reference (inverse temperature).", minimum=0.0
+    )
+    label_smoothing: float = option(0.0, "ε: assumed label-noise rate (cdpo, robust, exo_pair).", minimum=0.0)
+    gamma: float = option(1.0, "SimPO's target margin γ.", minimum=0.0)
+    max_length: int = option(256, "Truncate (prompt, response) to this many tokens.", minimum=8)
+    pack_length: int = option(
+        128, "Tokens per packed row (never less than the longest sequence); 0 = pad each sequence.", minimum=0
+    )
+    learning_rate: float = option(2e-4, "Peak learning rate of AdamW.", minimum=0.0)
+    batch_size: int = option(16, "Pairs per process per micro-batch.", minimum=1)
+    eval_fraction: float = option(0.05, "Fraction of records held out for evaluation.", minimum=0.0)
+
+
+@dataclass
+class KTOConfig(ModelConfig, TrainConfig):
+    """KTO on unpaired thumbs-up/down data (or rankings: best completion up, worst down)."""
+
+    output_dir: str = option("runs/kto", "Folder for the optimised policy, logs and checkpoints.")
+    model: str = option("runs/sft", "The starting policy (and the reference).")
+    data: str = option(
+        "runs/collect/rankings.jsonl", "Unpaired {prompt, completion, label} records, or rankings."
+    )
+    beta: float = option(0.1, "β of KTO's value function.", minimum=0.0)
+    desirable_weight: float = option(1.0, "λ_D: weight of desirable examples.", minimum=0.0)
+    undesirable_weight: float = option(1.0, "λ_U: weight of undesirable examples.", minimum=0.0)
+    max_length: int = option(256, "Truncate (prompt, response) to this many tokens.", minimum=8)
+    pack_length: int = option(
+        128, "Tokens per packed row (never less than the longest sequence); 0 = pad each sequence.", minimum=0
+    )
+    learning_rate: float = option(2e-4, "Peak learning rate of AdamW.", minimum=0.0)
+    batch_size: int = option(
+        16, "Examples per process per micro-batch (at least 2: KTO's reference point).", minimum=2
+    )
+    eval_fraction: float = option(0.05, "Fraction of records held out for evaluation.", minimum=0.0)
+
+
+@dataclass
 class ScoreConfig:
     """Score a JSONL of (prompt, completion) with a reward model or judge."""
 
@@ -201,7 +251,7 @@ class EvalConfig:
 
 @dataclass
 class PipelineConfig:
-    """Pre-train → SFT → collect → reward model → evaluate on a gym task; a folder per stage under output_dir."""
+    """Pre-train → SFT → collect → reward model → DPO → evaluate on a gym task; a folder per stage."""
 
     output_dir: str = option("runs/pipeline", "Folder holding one sub-folder per stage and the report.")
     task: str = option("reviews", "The gym task.")
@@ -210,6 +260,10 @@ class PipelineConfig:
     sft: dict = option({}, "Overrides for the sft stage, e.g. sft.learning_rate=5e-4.")
     collect: dict = option({}, "Overrides for the collect stage, e.g. collect.n_prompts=256.")
     reward_model: dict = option({}, "Overrides for the reward-model stage, e.g. reward_model.num_epochs=1.")
+    dpo: dict = option({}, "Overrides for the DPO stage, e.g. dpo.beta=0.2 or dpo.loss=ipo.")
+    n_policy_prompts: int = option(
+        200, "Held-out prompts on which each policy's gold reward and KL are measured."
+    )
     evaluate: dict = option({}, "Overrides for evaluation, e.g. evaluate.n_prompts=32.")
 
 

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from tether import TetherError
 from tether.config import (
     CollectConfig,
+    DPOConfig,
     EvalConfig,
     PipelineConfig,
     PretrainConfig,
@@ -26,7 +27,7 @@ from tether.config import (
     build_config,
 )
 
-STAGES = ("pretrain", "sft", "collect", "reward_model", "evaluate")
+STAGES = ("pretrain", "sft", "collect", "reward_model", "dpo", "evaluate")
 
 # The embedded default: sized so the whole pipeline runs in a few minutes on a 2-core CPU.
 DEFAULT_PRETRAIN = {"num_epochs": 1.0}
@@ -44,10 +45,13 @@ def is_done(folder: Path) -> bool:
 def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[str, Any]:
     """Run every stage not yet done (or from ``from_stage`` on); return the evaluation table."""
     from tether.algorithms.collect import run_collect
+    from tether.algorithms.common import resolve_judge
+    from tether.algorithms.dpo import run_dpo
     from tether.algorithms.pretrain import run_pretrain
     from tether.algorithms.reward_model import run_reward_model
     from tether.algorithms.sft import run_sft
     from tether.eval.instruct import evaluate_instruct
+    from tether.eval.policy import evaluate_policy
     from tether.gym import get_task
     from tether.models import load_causal_lm, load_tokenizer
     from tether.report import write_instruct_report
@@ -97,6 +101,16 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
         data=str(Path(collect.output_dir) / "rankings.jsonl"),
         seed=config.seed,
     )
+    dpo = _stage_config(
+        DPOConfig,
+        {},
+        config.dpo,
+        "dpo",
+        output_dir=str(root / "dpo"),
+        model=sft.output_dir,
+        data=reward_model.data,
+        seed=config.seed,
+    )
     evaluation = _stage_config(
         EvalConfig, {}, config.evaluate, "evaluate", task=config.task, seed=config.seed
     )
@@ -107,6 +121,7 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
         ("sft", sft, run_sft),
         ("collect", collect, run_collect),
         ("reward_model", reward_model, run_reward_model),
+        ("dpo", dpo, run_dpo),
     )
     for name, stage_config, runner in stages:
         folder = Path(stage_config.output_dir)
@@ -133,9 +148,26 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
             evaluation.max_new_tokens,
             evaluation.batch_size,
         )
+    # The policies: gold reward (hidden judge), proxy reward (the learned RM) and KL to the SFT reference.
+    gold = resolve_judge(f"gym:{config.task}", config.seed)
+    proxy = resolve_judge(reward_model.output_dir)
+    reference, tokenizer = load_causal_lm(sft.output_dir), load_tokenizer(sft.output_dir)
+    prompts = task.prompts("eval", n=config.n_policy_prompts)
+    policies = {}
+    for name, folder in (("sft", sft.output_dir), ("dpo", dpo.output_dir)):
+        policy = reference if folder == sft.output_dir else load_causal_lm(folder)
+        policies[name] = evaluate_policy(
+            policy, reference, tokenizer, gold, prompts, proxy=proxy, seed=config.seed
+        )
     timings["evaluate"] = time.perf_counter() - started
     reward_eval = json.loads((Path(reward_model.output_dir) / "eval.json").read_text(encoding="utf-8"))
-    summary = {"task": config.task, "results": results, "reward_model": reward_eval, "seconds": timings}
+    summary = {
+        "task": config.task,
+        "results": results,
+        "reward_model": reward_eval,
+        "policies": policies,
+        "seconds": timings,
+    }
     (root / "evaluation.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     report = write_instruct_report(summary, root)
     tqdm.write(f"pipeline: report written to {report}")

@@ -91,5 +91,7 @@ def test_lora_reward_model_trains_head_and_saves_merged(make_model, tokenizer, t
     batch = pad_collate([TokenizedExample([5, 6, 7], [5, 6, 7])], tokenizer.pad_token_id)
     with torch.no_grad():
         expected = ScalarReward(model)(batch["input_ids"], batch["attention_mask"])
-        got = ScalarReward(load_reward_model(str(tmp_path / "rm")))(batch["input_ids"], batch["attention_mask"])
+        got = ScalarReward(load_reward_model(str(tmp_path / "rm")))(
+            batch["input_ids"], batch["attention_mask"]
+        )
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)

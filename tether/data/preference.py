@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Union
 
-from tether.data.formats import _check_messages, _describe
+from tether.data.formats import SFTExample, _check_messages, _describe
 from tether.data.readers import DataError, Record
 
 Message = dict[str, str]
@@ -145,6 +145,14 @@ def as_messages(prompt: Text, response: Text) -> list[Message]:
     head = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
     tail = [{"role": "assistant", "content": response}] if isinstance(response, str) else list(response)
     return head + tail
+
+
+def response_example(prompt: Text, response: Text, where: str) -> SFTExample:
+    """The (prompt, response) conversation as an SFT example whose loss covers the response's assistant turns."""
+    head = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    tail = [{"role": "assistant", "content": response}] if isinstance(response, str) else list(response)
+    trained = (False,) * len(head) + tuple(m["role"] == "assistant" for m in tail)
+    return SFTExample(where, messages=tuple(head + tail), trained=trained)
 
 
 def load_pairs(records: list[Record]) -> list[PreferencePair]:

@@ -182,22 +182,30 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Loss per item over the eval data (each process takes its share); {} without eval data."""
+        """Loss per item and the batch mean of each loss metric over the eval data (each process takes its
+        share); {} without eval data."""
         if not self.eval_data:
             return {}
         accelerator, size = self.accelerator, self.config.eval_batch_size
         self.module.eval()
         mine = list(range(accelerator.process_index, len(self.eval_data), accelerator.num_processes))
-        loss_total, items = 0.0, 0.0
+        loss_total, items, batches = 0.0, 0.0, 0
+        metric_sums: dict[str, float] = {}
         for start in range(0, len(mine), size):
             batch = self.collate([self.eval_data[i] for i in mine[start : start + size]])
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.autocast():
-                loss_sum, _ = self.loss_fn(self.module, batch)
+                loss_sum, metrics = self.loss_fn(self.module, batch)
             loss_total += float(loss_sum)
             items += self.count_fn(batch)
+            batches += 1
+            for key, value in metrics.items():
+                metric_sums[key] = metric_sums.get(key, 0.0) + float(value)
         self.module.train()
-        return {"eval/loss": self._global_sum(loss_total) / max(self._global_sum(items), 1.0)}
+        result = {"eval/loss": self._global_sum(loss_total) / max(self._global_sum(items), 1.0)}
+        n_batches = max(self._global_sum(batches), 1.0)
+        result.update({f"eval/{k}": self._global_sum(v) / n_batches for k, v in metric_sums.items()})
+        return result
 
     def _maybe_resume(self) -> None:
         if not self.config.resume:

@@ -30,25 +30,32 @@ def _has_plain_head(model: Any) -> bool:
 def token_logprobs(
     model: Any,
     input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
+    attention_mask: torch.Tensor | None,
     labels: torch.Tensor,
     temperature: float = 1.0,
+    position_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """log π(label[t+1] | tokens ≤ t) for every position, fp32, 0 where the next label is ignored.
 
     input_ids, attention_mask, labels: (B, T), labels aligned with input_ids (−100 = no loss).
+    Packed rows (several sequences per row, see ``data/packing.py``) pass ``position_ids`` that restart at 0
+    for each sequence and no attention mask: transformers then attends only within each sequence.
     Returns (B, T): column t scores token t+1; the last column is always 0.
     """
     targets = shift_labels(input_ids, labels)  # (B, T)
     selected = targets != IGNORE_INDEX  # (B, T)
     base = _base_model(model)
     if _has_plain_head(base):
-        hidden = base.get_decoder()(
-            input_ids=input_ids, attention_mask=attention_mask
-        ).last_hidden_state  # (B, T, D)
-        logits = base.get_output_embeddings()(hidden[selected])  # (K, V)
+        decoder = base.get_decoder()
+        hidden = decoder(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        )
+        logits = base.get_output_embeddings()(hidden.last_hidden_state[selected])  # (K, V) from (B, T, D)
     else:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[selected]  # (K, V)
+        output = model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        )
+        logits = output.logits[selected]  # (K, V)
     picked = gather_logprobs(logits, targets[selected], temperature=temperature)  # (K,)
     out = torch.zeros(targets.shape, dtype=torch.float32, device=picked.device)
     out[selected] = picked
@@ -66,8 +73,9 @@ class TokenLogProbs(nn.Module):
     def forward(
         self,
         input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None,
         labels: torch.Tensor,
         temperature: float = 1.0,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return token_logprobs(self.model, input_ids, attention_mask, labels, temperature)
+        return token_logprobs(self.model, input_ids, attention_mask, labels, temperature, position_ids)

@@ -42,7 +42,8 @@ class ScalarReward(nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = backbone_of(self.model)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        output = backbone_of(self.model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        hidden = output.last_hidden_state  # (B, T, D)
         last = hidden[
             torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)
         ]  # (B, D)

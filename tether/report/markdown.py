@@ -24,6 +24,19 @@ def write_instruct_report(summary: dict[str, Any], out_dir: str | Path) -> Path:
         "Follow rate: greedy answers to held-out prompts that stop on their own and do what was asked.",
         "",
     ]
+    policies = summary.get("policies")
+    if policies:
+        lines += [
+            "## Policies (one sample per held-out prompt, temperature 1)",
+            "",
+            "| policy | gold reward ↑ | proxy (RM) reward | KL to SFT reference | length (tokens) |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {m['gold']:.3f} | {m.get('proxy', float('nan')):.3f} | {m['kl']:.2f} | {m['length']:.1f} |"
+            for name, m in policies.items()
+        ]
+        lines.append("")
     reward = summary.get("reward_model")
     if reward:
         lines += [
@@ -46,7 +59,10 @@ def write_instruct_report(summary: dict[str, Any], out_dir: str | Path) -> Path:
         lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in summary["seconds"].items()]
         lines.append("")
     lines += ["## Sample answers", ""]
-    for name, metrics in summary["results"].items():
+    for name, metrics in {
+        **summary["results"],
+        **{f"{k} (sampled)": v for k, v in (policies or {}).items()},
+    }.items():
         lines += [f"### {name}", ""]
         for sample in metrics["samples"]:
             lines += [f"- **{sample['prompt']}** → {sample['completion'] or '(empty)'}"]

@@ -1,0 +1,95 @@
+"""Machinery shared by the offline preference stages (DPO family, KTO): splitting records, summed
+response log-probs of many sequences in one padding-free forward, and reference log-probs computed once.
+
+With a frozen reference equal to the starting policy, no second model is loaded at all: the reference
+log-probs are computed by the policy itself before its first update (with LoRA: adapters disabled).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from tether.data.packing import pack_examples, sequence_sums
+from tether.data.readers import Record
+from tether.data.tokenize import TokenizedExample, pad_collate
+from tether.models.forward import TokenLogProbs
+from tether.models.lora import is_peft_model
+from tether.ops.logprobs import IGNORE_INDEX, shift_labels
+
+
+def split_records(
+    records: list[Record], eval_fraction: float, seed: int
+) -> tuple[list[Record], list[Record]]:
+    """(train, held-out) records, the held-out part drawn at random with ``seed``."""
+    shuffled = records[:]
+    random.Random(seed).shuffle(shuffled)
+    n_eval = round(eval_fraction * len(shuffled))
+    return shuffled[n_eval:], shuffled[:n_eval]
+
+
+def sequence_batch(
+    examples: Sequence[TokenizedExample], pad_token_id: int, pack_length: int
+) -> dict[str, torch.Tensor]:
+    """Tensors for :func:`sequence_logps`: packed rows (``pack_length`` > 0) or one padded row per sequence."""
+    if pack_length > 0:
+        return pack_examples(examples, pad_token_id, pack_length)
+    batch = pad_collate(examples, pad_token_id)
+    rows = torch.arange(len(examples))[:, None].expand_as(batch["input_ids"])
+    segment = torch.where(batch["attention_mask"].bool(), rows, torch.full_like(rows, -1))
+    return {**batch, "segment": segment}
+
+
+def sequence_logps(
+    module: TokenLogProbs, batch: dict[str, torch.Tensor], n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response log-probs log π(y|x) (n,) and response lengths (n,) of the n sequences in ``batch``."""
+    packed = "position_ids" in batch
+    logprobs = module(
+        batch["input_ids"],
+        None if packed else batch["attention_mask"],
+        batch["labels"],
+        position_ids=batch.get("position_ids"),
+    )  # (R, L)
+    mask = shift_labels(batch["labels"]) != IGNORE_INDEX  # (R, L)
+    return sequence_sums(logprobs, mask, batch["segment"], n), sequence_sums(
+        mask.float(), mask, batch["segment"], n
+    )
+
+
+@contextlib.contextmanager
+def reference_of(model: Any, ref_model: Any | None) -> Iterator[Any]:
+    """The frozen reference: ``ref_model`` if given, the LoRA model with adapters disabled, or ``model``
+    itself (call this before the first update, when the policy still equals the reference)."""
+    if ref_model is not None:
+        yield ref_model
+    elif is_peft_model(model):
+        with model.disable_adapter():
+            yield model
+    else:
+        yield model
+
+
+@torch.no_grad()
+def reference_logps(
+    reference: Any,
+    examples: Sequence[TokenizedExample],
+    pad_token_id: int,
+    pack_length: int,
+    batch_size: int = 64,
+) -> list[float]:
+    """log π_ref(y|x) of every example, computed once (cached for the whole run)."""
+    module = TokenLogProbs(reference)
+    was_training = reference.training
+    reference.eval()
+    values: list[float] = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        logps, _ = sequence_logps(module, sequence_batch(chunk, pad_token_id, pack_length), len(chunk))
+        values += logps.tolist()
+    reference.train(was_training)
+    return values
