@@ -54,7 +54,12 @@ class Trainer:
         accelerator: Accelerator | None = None,
     ) -> None:
         self.config = config
-        self.accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision)
+        # Without an accelerator, cpu=True lets Accelerate run DDP over gloo when launched by torchrun.
+        cpu_only = not (
+            torch.cuda.is_available()
+            or (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+        )
+        self.accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision, cpu=cpu_only)
         set_seed(config.seed)
         self.train_data, self.eval_data = train_data, eval_data
         self.collate, self.loss_fn, self.count_fn = collate, loss_fn, count_fn
