@@ -102,7 +102,8 @@ def run_dpo(config: DPOConfig) -> dict[str, float]:
     for pair in train + held_out:
         pair.weight /= mean_weight
 
-    if uses_reference(terms):
+    with_reference = uses_reference(terms)
+    if with_reference:
         ref_model = load_causal_lm(config.ref_model, config.trust_remote_code) if config.ref_model else None
         with reference_of(model, ref_model) as reference:
             for pairs in (train, held_out):
@@ -117,13 +118,12 @@ def run_dpo(config: DPOConfig) -> dict[str, float]:
     def loss_fn(module: TokenLogProbs, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         n = batch["weight"].shape[0]
         logps, lengths = sequence_logps(module, batch, 2 * n)
-        reference = uses_reference(terms)
         losses, metrics = combined_preference_loss(
             terms,
             policy_chosen_logps=logps[:n],
             policy_rejected_logps=logps[n:],
-            ref_chosen_logps=batch["ref_chosen"] if reference else None,
-            ref_rejected_logps=batch["ref_rejected"] if reference else None,
+            ref_chosen_logps=batch["ref_chosen"] if with_reference else None,
+            ref_rejected_logps=batch["ref_rejected"] if with_reference else None,
             chosen_lengths=lengths[:n],
             rejected_lengths=lengths[n:],
             beta=config.beta,

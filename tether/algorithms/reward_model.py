@@ -8,13 +8,13 @@ once → evaluate accuracy, BT log-likelihood and calibration on held-out pairs.
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from tether.algorithms.common import finish, load_records
+from tether.algorithms.offline import split_records
 from tether.config import RewardModelConfig
 from tether.data.preference import PreferencePair, as_messages, load_pairs
 from tether.data.tokenize import TokenizedExample, pad_collate, tokenize_conversation
@@ -73,10 +73,7 @@ def run_reward_model(config: RewardModelConfig) -> dict:
     if config.eval_data:
         train_records, eval_records = records, load_records(config.eval_data, "preferences", config.seed)
     else:
-        shuffled = records[:]
-        random.Random(config.seed).shuffle(shuffled)
-        n_eval = round(config.eval_fraction * len(shuffled))
-        eval_records, train_records = shuffled[:n_eval], shuffled[n_eval:]
+        train_records, eval_records = split_records(records, config.eval_fraction, config.seed)
     train_pairs = load_pairs(train_records)
     eval_pairs = load_pairs(eval_records) if eval_records else []
 

@@ -4,7 +4,7 @@ A stage hands the trainer a module, a dataset (a list of examples), a ``collate`
 callables:
 
 - ``loss_fn(module, batch) -> (loss_sum, metrics)``: the loss *summed* over the batch's loss items;
-- ``count_fn(batch) -> int``: how many loss items (tokens, pairs, …) the batch holds.
+- ``count_fn(batch) -> float``: how many loss items (tokens, pairs, …) the batch holds, or their total weight.
 
 Each optimiser step divides the summed losses by the number of items in the whole step — all
 micro-batches of all processes — so 4 micro-batches of 1 give the same gradient as 1 batch of 4, and two
@@ -36,7 +36,7 @@ from tether.engine.optim import build_optimizer, lr_multiplier, set_learning_rat
 
 Batch = dict[str, torch.Tensor]
 LossFn = Callable[[torch.nn.Module, Batch], tuple[torch.Tensor, dict[str, torch.Tensor]]]
-CountFn = Callable[[Batch], int]
+CountFn = Callable[[Batch], float]
 
 
 class Trainer:
