@@ -159,7 +159,8 @@ def main() -> None:
         results[name]["tokens_per_s"] = tokens / results[name]["seconds"]
         print(name, results[name], flush=True)
     lines = [
-        f"# DPO: tether vs TRL — {args.steps} steps × {args.batch} pairs, max_length {args.max_length}, {tokens} tokens",
+        f"# DPO: tether vs TRL on {args.model} — {args.steps} steps × {args.batch} pairs, "
+        f"max_length {args.max_length}, {tokens} tokens",
         "",
         "| contender | seconds | tokens/s | peak RSS (MB) | RSS growth after imports (MB) |",
         "|---|---|---|---|---|",
@@ -178,7 +179,8 @@ def main() -> None:
             f"{(t['peak_rss_mb'] - t['baseline_rss_mb']) / max(1.0, r['peak_rss_mb'] - r['baseline_rss_mb']):.2f}× RSS growth"
         )
     report = "\n".join(lines) + "\n"
-    (Path(__file__).parent / "dpo_vs_trl.md").write_text(report)
+    name = "" if Path(args.model).name == "sft" else f"_{Path(args.model).name}"
+    (Path(__file__).parent / f"dpo_vs_trl{name}.md").write_text(report)
     print(report)
 
 
