@@ -16,7 +16,7 @@ import torch
 from tether import TetherError
 from tether.algorithms.common import finish, load_policy, load_records
 from tether.algorithms.offline import (
-    reference_logps,
+    paired_reference_logps,
     reference_of,
     sequence_batch,
     sequence_logps,
@@ -107,12 +107,16 @@ def run_dpo(config: DPOConfig) -> dict[str, float]:
         ref_model = load_causal_lm(config.ref_model, config.trust_remote_code) if config.ref_model else None
         with reference_of(model, ref_model) as reference:
             for pairs in (train, held_out):
-                sequences = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-                logps = reference_logps(
-                    reference, sequences, tokenizer.pad_token_id, config.pack_length, config.eval_batch_size
+                chosen, rejected = paired_reference_logps(
+                    reference,
+                    [p.chosen for p in pairs],
+                    [p.rejected for p in pairs],
+                    tokenizer.pad_token_id,
+                    config.pack_length,
+                    config.eval_batch_size,
                 )
-                for i, pair in enumerate(pairs):
-                    pair.ref_chosen, pair.ref_rejected = logps[i], logps[len(pairs) + i]
+                for pair, ref_chosen, ref_rejected in zip(pairs, chosen, rejected):
+                    pair.ref_chosen, pair.ref_rejected = ref_chosen, ref_rejected
         del ref_model
 
     def loss_fn(module: TokenLogProbs, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:

@@ -17,7 +17,7 @@ import torch
 from tether import TetherError
 from tether.algorithms.common import finish, load_policy, load_records
 from tether.algorithms.offline import (
-    reference_logps,
+    paired_reference_logps,
     reference_of,
     sequence_batch,
     sequence_logps,
@@ -97,12 +97,16 @@ def run_kto(config: KTOConfig) -> dict[str, float]:
 
     with reference_of(model, None) as reference:
         for items in (train, held_out):
-            sequences = [t.example for t in items] + [t.mismatched for t in items]
-            logps = reference_logps(
-                reference, sequences, tokenizer.pad_token_id, config.pack_length, config.eval_batch_size
+            own, mismatched = paired_reference_logps(
+                reference,
+                [t.example for t in items],
+                [t.mismatched for t in items],
+                tokenizer.pad_token_id,
+                config.pack_length,
+                config.eval_batch_size,
             )
-            for i, item in enumerate(items):
-                item.ref, item.ref_mismatched = logps[i], logps[len(items) + i]
+            for item, ref_own, ref_mismatched in zip(items, own, mismatched):
+                item.ref, item.ref_mismatched = ref_own, ref_mismatched
 
     def collate(items: list[TokenizedUnpaired]) -> dict[str, torch.Tensor]:
         own = sequence_batch([t.example for t in items], tokenizer.pad_token_id, config.pack_length)

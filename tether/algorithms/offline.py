@@ -93,3 +93,16 @@ def reference_logps(
         values += logps.tolist()
     reference.train(was_training)
     return values
+
+
+def paired_reference_logps(
+    reference: Any,
+    firsts: Sequence[TokenizedExample],
+    seconds: Sequence[TokenizedExample],
+    pad_token_id: int,
+    pack_length: int,
+    batch_size: int = 64,
+) -> tuple[list[float], list[float]]:
+    """:func:`reference_logps` of two aligned lists (chosen/rejected, example/mismatched) in one pass."""
+    logps = reference_logps(reference, [*firsts, *seconds], pad_token_id, pack_length, batch_size)
+    return logps[: len(firsts)], logps[len(firsts) :]
