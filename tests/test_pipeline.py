@@ -23,6 +23,8 @@ def test_pipeline_sft_beats_pretrained_and_skips_done_stages(tmp_path):
             "evaluate.n_examples=100",
             "reward_model.progress=false",
             "dpo.progress=false",
+            "ppo.progress=false",
+            "grpo.progress=false",
             "n_policy_prompts=100",
         ],
     )
@@ -49,6 +51,10 @@ def test_pipeline_sft_beats_pretrained_and_skips_done_stages(tmp_path):
     assert policies["sft"]["kl"] == 0.0
     assert policies["dpo"]["gold"] > policies["sft"]["gold"] + 0.3
     assert 0 < policies["dpo"]["kl"] < 20
+    # PPO (value head, reward − β·KL) and GRPO (group baseline, KL loss term) raise it too, KL bounded.
+    for name in ("ppo", "grpo"):
+        assert policies[name]["gold"] > policies["sft"]["gold"] + 0.2, name
+        assert 0 < policies[name]["kl"] < 30, name
 
     again = run_pipeline(config)  # every stage is done: only evaluation runs
     assert set(again["seconds"]) == {"evaluate"}

@@ -8,6 +8,7 @@ and exit with status 2 — no traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -20,7 +21,9 @@ from tether.config import (
     DPOConfig,
     EvalConfig,
     KTOConfig,
+    PGConfig,
     PipelineConfig,
+    PPOConfig,
     PretrainConfig,
     RewardModelConfig,
     ScoreConfig,
@@ -107,6 +110,23 @@ def _kto(config: KTOConfig, args: argparse.Namespace) -> Any:
     return run_kto(config)
 
 
+def _ppo(config: PPOConfig, args: argparse.Namespace) -> Any:
+    from tether.algorithms.ppo import run_ppo
+
+    return run_ppo(config)
+
+
+def _policy_gradient(estimator: str) -> Callable[[PGConfig, argparse.Namespace], Any]:
+    def run(config: PGConfig, args: argparse.Namespace) -> Any:
+        from tether.algorithms.policy_gradient import run_policy_gradient
+
+        # The command picks the estimator unless estimator=… chose another than the default.
+        chosen = estimator if config.estimator == "grpo" else config.estimator
+        return run_policy_gradient(dataclasses.replace(config, estimator=chosen))
+
+    return run
+
+
 def _pipeline(config: PipelineConfig, args: argparse.Namespace) -> Any:
     from tether.pipeline import run_pipeline
 
@@ -126,6 +146,14 @@ COMMANDS: dict[str, tuple[type, Callable[[Any, argparse.Namespace], Any], str]] 
     "reward-model": (RewardModelConfig, _reward_model, "Train a Bradley–Terry reward model on preferences."),
     "dpo": (DPOConfig, _dpo, "Offline preference optimisation: DPO and its family (IPO, SimPO, ORPO, …)."),
     "kto": (KTOConfig, _kto, "KTO on thumbs-up/down data (or rankings: best up, worst down)."),
+    "ppo": (PPOConfig, _ppo, "PPO with a value head: reward − β·KL, GAE, clipped ratio, K epochs."),
+    "reinforce": (
+        PGConfig,
+        _policy_gradient("reinforce_baseline"),
+        "REINFORCE with a moving-average baseline.",
+    ),
+    "rloo": (PGConfig, _policy_gradient("rloo"), "REINFORCE leave-one-out over G samples per prompt."),
+    "grpo": (PGConfig, _policy_gradient("grpo"), "GRPO: group-normalised advantages, KL as a loss term."),
     "score": (ScoreConfig, _score, "Score (prompt, completion) records with a reward model or judge."),
     "evaluate": (EvalConfig, _evaluate, "Evaluate a model on a gym task's held-out data."),
 }

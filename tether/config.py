@@ -224,6 +224,81 @@ class KTOConfig(ModelConfig, TrainConfig):
 
 
 @dataclass
+class RLConfig(ModelConfig, TrainConfig):
+    """Online regularised reward maximisation: sample, score, reward − β·KL, advantages, update."""
+
+    output_dir: str = option("runs/rl", "Folder for the optimised policy and its metrics.")
+    model: str = option("runs/sft", "The starting policy; also the frozen reference.")
+    reward: str = option(
+        "runs/reward_model", "The reward: a reward-model folder, 'gym:TASK' or 'module:function'."
+    )
+    gold: str = option("", "A hidden judge logged beside the reward (e.g. 'gym:reviews'), never trained on.")
+    prompts: str = option("gym:reviews", "'gym:TASK' (its train prompts) or a file of {\"prompt\"} records.")
+    n_prompts: int = option(2048, "Size of the prompt pool, cycled through.", minimum=1)
+    max_steps: int = option(60, "Iterations: each samples a batch, then updates the policy.", minimum=1)
+    batch_size: int = option(32, "Prompts per iteration (B).", minimum=1)
+    group_size: int = option(1, "Samples per prompt (G).", minimum=1)
+    max_new_tokens: int = option(48, "Longest response.", minimum=1)
+    temperature: float = option(
+        1.0, "Sampling temperature (log-probs are taken at the same temperature).", minimum=0.0
+    )
+    top_p: float = option(1.0, "Nucleus sampling mass.", minimum=0.0)
+    kl_coef: float = option(0.05, "β: weight of KL(π ‖ π_ref) against the reward.", minimum=0.0)
+    kl_estimator: Literal["k1", "k2", "k3"] = option(
+        "k1", "Per-token KL estimator (k1 unbiased, k3 unbiased ≥ 0)."
+    )
+    kl_in_reward: bool = option(True, "Subtract β·KL from the per-token reward (else add β·KL to the loss).")
+    target_kl: float = option(0.0, "Adapt β towards this KL per response (0 = fixed β).", minimum=0.0)
+    unfinished_penalty: float = option(
+        -1.0, "Score given to a response that never stopped (0 = keep its score)."
+    )
+    ppo_epochs: int = option(2, "Passes over each batch of experience (K).", minimum=1)
+    minibatch_size: int = option(16, "Rows per gradient step within an epoch.", minimum=1)
+    clip_eps: float = option(0.2, "PPO's clip range ε for the ratio π/π_old.", minimum=0.0)
+    ent_coef: float = option(0.0, "Entropy bonus weight.", minimum=0.0)
+    whiten_advantages: bool = option(True, "Normalise advantages over the batch.")
+    loss_agg: Literal["token_mean", "seq_mean_token_sum", "seq_mean_token_mean"] = option(
+        "token_mean", "How per-token losses are averaged."
+    )
+    learning_rate: float = option(3e-4, "Peak learning rate of AdamW.", minimum=0.0)
+    warmup_ratio: float = option(
+        0.0, "Fraction of iterations spent warming the learning rate up.", minimum=0.0
+    )
+    lr_scheduler: Literal["cosine", "linear", "constant"] = option("constant", "Decay after warm-up.")
+
+
+@dataclass
+class PPOConfig(RLConfig):
+    """PPO with a value function (the lecture's design: a linear head on the policy's hidden states)."""
+
+    output_dir: str = option("runs/ppo", "Folder for the optimised policy and its metrics.")
+    critic: Literal["head", "model"] = option(
+        "head", "Value function: a head on the policy, or a separate critic."
+    )
+    kl_coef: float = option(0.2, "β: weight of KL(π ‖ π_ref) against the reward.", minimum=0.0)
+    learning_rate: float = option(5e-5, "Peak learning rate of AdamW.", minimum=0.0)
+    vf_coef: float = option(0.1, "Value-loss weight.", minimum=0.0)
+    value_clip: float = option(0.2, "Clip the value update around the old values (0 = off).", minimum=0.0)
+    gamma: float = option(1.0, "Discount γ.", minimum=0.0)
+    lam: float = option(0.95, "GAE λ.", minimum=0.0)
+
+
+@dataclass
+class PGConfig(RLConfig):
+    """Critic-free policy gradients: REINFORCE with a moving-average baseline, RLOO, GRPO, Dr. GRPO, REINFORCE++."""
+
+    output_dir: str = option("runs/grpo", "Folder for the optimised policy and its metrics.")
+    estimator: Literal["reinforce_baseline", "rloo", "grpo", "dr_grpo", "reinforce_pp"] = option(
+        "grpo", "Advantage estimator (tether/advantages.py)."
+    )
+    group_size: int = option(4, "Samples per prompt (G); RLOO and GRPO compare within a group.", minimum=1)
+    batch_size: int = option(8, "Prompts per iteration (B).", minimum=1)
+    ppo_epochs: int = option(1, "Passes over each batch (1 = on-policy, the ratio stays 1).", minimum=1)
+    kl_in_reward: bool = option(False, "Subtract β·KL from the reward (else GRPO's β·KL loss term).")
+    kl_estimator: Literal["k1", "k2", "k3"] = option("k3", "Per-token KL estimator (k3: GRPO's choice).")
+
+
+@dataclass
 class ScoreConfig:
     """Score a JSONL of (prompt, completion) with a reward model or judge."""
 
@@ -251,7 +326,7 @@ class EvalConfig:
 
 @dataclass
 class PipelineConfig:
-    """Pre-train → SFT → collect → reward model → DPO → evaluate on a gym task; a folder per stage."""
+    """Pre-train → SFT → collect → reward model → DPO, PPO and GRPO → evaluate on a gym task."""
 
     output_dir: str = option("runs/pipeline", "Folder holding one sub-folder per stage and the report.")
     task: str = option("reviews", "The gym task.")
@@ -261,6 +336,8 @@ class PipelineConfig:
     collect: dict = option({}, "Overrides for the collect stage, e.g. collect.n_prompts=256.")
     reward_model: dict = option({}, "Overrides for the reward-model stage, e.g. reward_model.num_epochs=1.")
     dpo: dict = option({}, "Overrides for the DPO stage, e.g. dpo.beta=0.2 or dpo.loss=ipo.")
+    ppo: dict = option({}, "Overrides for the PPO stage, e.g. ppo.kl_coef=0.2.")
+    grpo: dict = option({}, "Overrides for the GRPO stage, e.g. grpo.group_size=8.")
     n_policy_prompts: int = option(
         200, "Held-out prompts on which each policy's gold reward and KL are measured."
     )

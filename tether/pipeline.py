@@ -20,14 +20,16 @@ from tether.config import (
     CollectConfig,
     DPOConfig,
     EvalConfig,
+    PGConfig,
     PipelineConfig,
+    PPOConfig,
     PretrainConfig,
     RewardModelConfig,
     SFTConfig,
     build_config,
 )
 
-STAGES = ("pretrain", "sft", "collect", "reward_model", "dpo", "evaluate")
+STAGES = ("pretrain", "sft", "collect", "reward_model", "dpo", "ppo", "grpo", "evaluate")
 
 # The embedded default: sized so the whole pipeline runs in a few minutes on a 2-core CPU.
 DEFAULT_PRETRAIN = {"num_epochs": 1.0}
@@ -47,6 +49,8 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
     from tether.algorithms.collect import run_collect
     from tether.algorithms.common import resolve_judge
     from tether.algorithms.dpo import run_dpo
+    from tether.algorithms.policy_gradient import run_policy_gradient
+    from tether.algorithms.ppo import run_ppo
     from tether.algorithms.pretrain import run_pretrain
     from tether.algorithms.reward_model import run_reward_model
     from tether.algorithms.sft import run_sft
@@ -111,6 +115,15 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
         data=reward_model.data,
         seed=config.seed,
     )
+    rl_fixed = {
+        "model": sft.output_dir,
+        "reward": reward_model.output_dir,
+        "gold": data,
+        "prompts": data,
+        "seed": config.seed,
+    }
+    ppo = _stage_config(PPOConfig, {}, config.ppo, "ppo", output_dir=str(root / "ppo"), **rl_fixed)
+    grpo = _stage_config(PGConfig, {}, config.grpo, "grpo", output_dir=str(root / "grpo"), **rl_fixed)
     evaluation = _stage_config(
         EvalConfig, {}, config.evaluate, "evaluate", task=config.task, seed=config.seed
     )
@@ -122,6 +135,8 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
         ("collect", collect, run_collect),
         ("reward_model", reward_model, run_reward_model),
         ("dpo", dpo, run_dpo),
+        ("ppo", ppo, run_ppo),
+        ("grpo", grpo, run_policy_gradient),
     )
     for name, stage_config, runner in stages:
         folder = Path(stage_config.output_dir)
@@ -154,7 +169,12 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
     reference, tokenizer = load_causal_lm(sft.output_dir), load_tokenizer(sft.output_dir)
     prompts = task.prompts("eval", n=config.n_policy_prompts)
     policies = {}
-    for name, folder in (("sft", sft.output_dir), ("dpo", dpo.output_dir)):
+    for name, folder in (
+        ("sft", sft.output_dir),
+        ("dpo", dpo.output_dir),
+        ("ppo", ppo.output_dir),
+        ("grpo", grpo.output_dir),
+    ):
         policy = reference if folder == sft.output_dir else load_causal_lm(folder)
         policies[name] = evaluate_policy(
             policy, reference, tokenizer, gold, prompts, proxy=proxy, seed=config.seed

@@ -39,7 +39,11 @@ def load_policy(config: ModelConfig) -> tuple[Any, Any]:
 
 def finish(trainer: Any, model: Any, tokenizer: Any, config: Any) -> None:
     """Save the trained model (main process) and the config that made it, then sync processes."""
-    accelerator = trainer.accelerator
+    finish_policy(trainer.accelerator, model, tokenizer, config)
+
+
+def finish_policy(accelerator: Any, model: Any, tokenizer: Any, config: Any) -> None:
+    """As :func:`finish`, for loops that hold an Accelerator rather than a Trainer."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_model(model, tokenizer, config.output_dir)

@@ -1,0 +1,89 @@
+import math
+
+import pytest
+import torch
+
+from tether.algorithms.online import forward
+from tether.models.forward import token_logprobs
+from tether.models.value import PolicyValue
+from tether.ops.logprobs import IGNORE_INDEX
+from tether.rollout.experience import sample
+from tether.rollout.rewards import AdaptiveKLController, shaped_rewards
+
+PROMPTS = ["review the phone.", "write a review of the kettle in detail please."]  # different prompt lengths
+
+
+@pytest.fixture
+def experience(make_model, tokenizer):
+    torch.manual_seed(0)
+    model = make_model()
+    return model, sample(model, tokenizer, PROMPTS, group_size=3, max_new_tokens=12, temperature=1.0)
+
+
+def test_sample_shapes_masks_and_stop(experience, tokenizer):
+    _, exp = experience
+    n, a = exp.response_mask.shape
+    assert n == 6 and exp.prompts == [PROMPTS[0]] * 3 + [PROMPTS[1]] * 3
+    assert exp.sequences.shape[1] == exp.prompt_length + a
+    responses = exp.sequences[:, exp.prompt_length :]
+    stops = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id}
+    for row in range(n):
+        length = int(exp.response_mask[row].sum())
+        assert (
+            exp.response_mask[row, :length].all() and not exp.response_mask[row, length:].any()
+        )  # left-aligned
+        stopped = length > 0 and int(responses[row, length - 1]) in stops
+        assert bool(exp.finished[row]) == stopped  # an unfinished response is marked
+        assert not any(int(t) in stops for t in responses[row, : length - 1])  # nothing after the first stop
+
+
+def test_logprobs_under_left_padding_equal_each_sequence_alone(experience):
+    model, exp = experience
+    module = PolicyValue(model, "head")
+    out = forward(module, exp, temperature=0.7)
+    for row in range(exp.sequences.shape[0]):
+        keep = exp.attention_mask[row].bool()
+        ids = exp.sequences[row][keep][None]
+        labels = exp.labels()[row][keep][None]
+        alone = token_logprobs(model, ids, torch.ones_like(ids), labels, temperature=0.7)[0]
+        length = int(exp.response_mask[row].sum())
+        prompt_real = int(exp.attention_mask[row, : exp.prompt_length].sum())
+        expected = alone[prompt_real - 1 : prompt_real - 1 + length]
+        torch.testing.assert_close(out["logprobs"][row, :length], expected, atol=1e-5, rtol=1e-5)
+        assert (out["logprobs"][row, length:] == 0).all()
+    assert (out["values"] == 0).all()  # the value head starts at zero
+    assert (out["entropy"][exp.response_mask.bool()] > 0).all()
+
+
+def test_shaped_rewards_hand_worked():
+    scores = torch.tensor([1.0, 2.0])
+    logprobs = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -1.0, 0.0]])
+    ref = torch.tensor([[-1.5, -1.0, -3.0], [-1.0, -1.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    rewards, kl = shaped_rewards(scores, logprobs, ref, mask, kl_coef=0.1, estimator="k1")
+    # k1 = log π − log π_ref: row 0 (0.5, −1, 0); row 1 (0.5, 0, masked). r = −0.1·k1, + score at the last token.
+    torch.testing.assert_close(rewards, torch.tensor([[-0.05, 0.1, 1.0], [-0.05, 2.0, 0.0]]))
+    torch.testing.assert_close(kl.sum(-1), torch.tensor([-0.5, 0.5]))
+    _, kl3 = shaped_rewards(scores, logprobs, ref, mask, kl_coef=0.1, estimator="k3")
+    # k3 = e^{−ℓ} − 1 + ℓ at ℓ = 0.5 and −1.
+    assert abs(float(kl3[0, 0]) - (math.exp(-0.5) - 1 + 0.5)) < 1e-6
+    assert abs(float(kl3[0, 1]) - (math.exp(1.0) - 1 - 1.0)) < 1e-6
+
+
+def test_adaptive_kl_controller_hand_worked():
+    fixed = AdaptiveKLController(0.1)
+    assert fixed.update(100.0, 32) == 0.1
+    control = AdaptiveKLController(0.1, target=6.0, horizon=100, gain=0.1)
+    # KL 12 overshoots: error clipped to +0.2 → β·(1 + 0.1·0.2·32/100).
+    assert control.update(12.0, 32) == pytest.approx(0.1 * (1 + 0.1 * 0.2 * 0.32))
+    # KL 4.5: error 4.5/6 − 1 = −0.25, clipped to −0.2.
+    before = control.value
+    assert control.update(4.5, 100) == pytest.approx(before * (1 - 0.1 * 0.2))
+
+
+def test_labels_cover_only_response_tokens(experience):
+    _, exp = experience
+    labels = exp.labels()
+    assert (labels[:, : exp.prompt_length] == IGNORE_INDEX).all()
+    response_labels = labels[:, exp.prompt_length :]
+    assert ((response_labels != IGNORE_INDEX) == exp.response_mask.bool()).all()

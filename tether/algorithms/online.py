@@ -1,0 +1,220 @@
+"""The loop every online algorithm shares, in the lecture's order:
+
+1. take B prompts, sample G responses each (``rollout.sample``) → N = B·G rows;
+2. log π_old of the sampled tokens, V(s_t) if there is a value function, log π_ref from the frozen
+   reference (with LoRA: the same model, adapters off);
+3. score each response (reward model, gym judge or Python function); a response that never stopped
+   gets ``unfinished_penalty``;
+4. shaped reward r_t = −β·KL_t (+ score at the last token), or KL kept for a loss term;
+5. advantages and returns — the part each algorithm defines (``advantage_fn``);
+6. K epochs over minibatches of the batch: the algorithm's loss (``loss_fn``), backward, clip, step;
+7. adapt β, log the same metric keys for every algorithm.
+
+ppo.py and policy_gradient.py supply steps 5 and 6; everything else is here.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from tether.algorithms.collect import load_prompts
+from tether.algorithms.common import finish_policy, load_policy, resolve_judge
+from tether.config import RLConfig
+from tether.engine.logging import MetricLogger
+from tether.engine.optim import build_optimizer, lr_multiplier, set_learning_rate
+from tether.losses.policy import aggregate
+from tether.models.forward import token_logprobs
+from tether.models.lora import is_peft_model
+from tether.models.value import PolicyValue
+from tether.ops.kl import kl_estimate
+from tether.rollout.experience import Experience, sample
+from tether.rollout.rewards import AdaptiveKLController, shaped_rewards
+
+AdvantageFn = Callable[[Experience, RLConfig], None]
+LossFn = Callable[[dict, Experience, RLConfig, float], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+def forward(
+    module: PolicyValue, experience: Experience, temperature: float
+) -> dict[str, torch.Tensor | None]:
+    """log π, entropy and V at the response positions of ``experience``: (N, A) each."""
+    out = module(
+        experience.sequences,
+        experience.attention_mask,
+        experience.labels(),
+        experience.position_ids(),
+        temperature,
+    )
+    return {k: None if v is None else experience.response_columns(v) for k, v in out.items()}
+
+
+@torch.no_grad()
+def reference_logprobs(reference: Any, experience: Experience, temperature: float) -> torch.Tensor:
+    """log π_ref of the sampled tokens (N, A); with LoRA, the policy with its adapters disabled."""
+    args = (
+        experience.sequences,
+        experience.attention_mask,
+        experience.labels(),
+        temperature,
+        experience.position_ids(),
+    )
+    if is_peft_model(reference):
+        with reference.disable_adapter():
+            return experience.response_columns(token_logprobs(reference, *args))
+    return experience.response_columns(token_logprobs(reference, *args))
+
+
+def make_experience(
+    module: PolicyValue,
+    reference: Any,
+    tokenizer: Any,
+    scorer: Any,
+    prompts: list,
+    config: RLConfig,
+    kl_coef: float,
+) -> Experience:
+    """Steps 1–4 of the module docstring."""
+    experience = sample(
+        module.policy,
+        tokenizer,
+        prompts,
+        config.group_size,
+        config.max_new_tokens,
+        config.temperature,
+        config.top_p,
+    )
+    module.eval()
+    with torch.no_grad():
+        out = forward(module, experience, config.temperature)
+    module.train()
+    experience.old_logprobs = out["logprobs"]
+    experience.values = out["values"]
+    experience.ref_logprobs = reference_logprobs(reference, experience, config.temperature)
+    scores = torch.tensor(scorer.score(experience.prompts, experience.completions), dtype=torch.float32)
+    if config.unfinished_penalty:
+        scores = torch.where(experience.finished, scores, torch.full_like(scores, config.unfinished_penalty))
+    experience.scores = scores
+    experience.rewards, kl = shaped_rewards(
+        scores,
+        experience.old_logprobs,
+        experience.ref_logprobs,
+        experience.response_mask,
+        kl_coef if config.kl_in_reward else 0.0,
+        config.kl_estimator,
+    )
+    experience.extras["kl"] = kl.sum(-1)  # (N,) KL estimate of each whole response
+    return experience
+
+
+def run_online(
+    config: RLConfig, value_mode: str, advantage_fn: AdvantageFn, loss_fn: LossFn
+) -> dict[str, float]:
+    """The shared loop; returns the last iteration's metrics."""
+    policy, tokenizer = load_policy(config)
+    # The frozen reference: with LoRA, the policy itself with adapters off; else a copy of the start.
+    reference = policy if is_peft_model(policy) else copy.deepcopy(policy).requires_grad_(False).eval()
+    scorer = resolve_judge(config.reward, config.seed, config.trust_remote_code)
+    gold = resolve_judge(config.gold, config.seed) if config.gold else None
+    prompts = load_prompts(config.prompts, config.n_prompts, config.seed)
+
+    torch.manual_seed(config.seed)
+    module = PolicyValue(policy, value_mode)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    optimizer = build_optimizer(
+        module.named_parameters(),
+        config.learning_rate,
+        config.weight_decay,
+        (config.adam_beta1, config.adam_beta2),
+    )
+    module, optimizer = accelerator.prepare(module, optimizer)
+    logger = MetricLogger(config.output_dir, accelerator.is_main_process, config.tensorboard)
+    kl_control = AdaptiveKLController(config.kl_coef, config.target_kl or None)
+    warmup = round(config.warmup_ratio * config.max_steps)
+    bar = tqdm(
+        total=config.max_steps,
+        desc=f"rl {config.output_dir}",
+        disable=not config.progress,
+        dynamic_ncols=True,
+    )
+    row: dict[str, float] = {}
+    samples_seen, started = 0, time.perf_counter()
+
+    for step in range(config.max_steps):
+        start = (step * config.batch_size) % len(prompts)
+        batch_prompts = [prompts[(start + i) % len(prompts)] for i in range(config.batch_size)]
+        experience = make_experience(
+            accelerator.unwrap_model(module),
+            reference,
+            tokenizer,
+            scorer,
+            batch_prompts,
+            config,
+            kl_control.value,
+        )
+        advantage_fn(experience, config)  # fills experience.advantages (and .returns)
+
+        lr = config.learning_rate * lr_multiplier(
+            step, config.max_steps, warmup, config.lr_scheduler, config.min_lr_ratio
+        )
+        set_learning_rate(optimizer, lr)
+        sums: dict[str, float] = {}
+        updates = 0
+        n = experience.sequences.shape[0]
+        for _ in range(config.ppo_epochs):
+            for rows in torch.randperm(n).split(config.minibatch_size):
+                minibatch = experience.select(rows)
+                out = forward(module, minibatch, config.temperature)
+                loss, metrics = loss_fn(out, minibatch, config, kl_control.value)
+                accelerator.backward(loss)
+                max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
+                metrics["grad_norm"] = accelerator.clip_grad_norm_(module.parameters(), max_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                updates += 1
+                for key, value in {"loss": loss, **metrics}.items():
+                    sums[key] = sums.get(key, 0.0) + float(torch.as_tensor(value).detach())
+
+        kl = float(experience.extras["kl"].mean())
+        kl_control.update(kl, n)
+        samples_seen += n
+        row = {k: v / updates for k, v in sums.items()}
+        row.update(
+            {
+                "reward/score": float(experience.scores.mean()),
+                "kl/ref": kl,
+                "kl_coef": kl_control.value,
+                "response/length": float(experience.response_mask.sum(-1).float().mean()),
+                "response/finished": float(experience.finished.float().mean()),
+                "lr": lr,
+                "samples_per_s": samples_seen / (time.perf_counter() - started),
+            }
+        )
+        if gold is not None:
+            row["reward/gold"] = sum(gold.score(experience.prompts, experience.completions)) / n
+        logger.log(step + 1, row)
+        bar.update(1)
+        bar.set_postfix(
+            score=f"{row['reward/score']:.2f}", kl=f"{kl:.2f}", gold=f"{row.get('reward/gold', 0):.2f}"
+        )
+    bar.close()
+    logger.close()
+    finish_policy(accelerator, accelerator.unwrap_model(module).policy, tokenizer, config)
+    return row
+
+
+def kl_loss_term(
+    out: dict, minibatch: Experience, config: RLConfig, kl_coef: float
+) -> tuple[torch.Tensor, dict]:
+    """β·KL(π_θ ‖ π_ref) as a loss term (when it is not in the reward), with gradient; else 0."""
+    if config.kl_in_reward or kl_coef == 0:
+        return torch.zeros(()), {}
+    kl = kl_estimate(out["logprobs"], minibatch.ref_logprobs, config.kl_estimator)  # (N, A)
+    term = aggregate(kl, minibatch.response_mask, config.loss_agg)
+    return kl_coef * term, {"kl/loss_term": term.detach()}

@@ -1,0 +1,87 @@
+"""Critic-free policy gradients: REINFORCE, RLOO, GRPO (and Dr. GRPO, REINFORCE++).
+
+All estimate ∇J = E[Â·∇log π(y|x)] (the log-derivative trick, Monte-Carlo over samples) and differ only
+in the baseline that Â subtracts:
+
+- ``reinforce_baseline``: a moving average of past returns (Williams 1992);
+- ``rloo``: the mean score of the other G − 1 samples of the same prompt (Ahmadian et al. 2024);
+- ``grpo``: the group's mean, divided by the group's std (Shao et al. 2024); ``dr_grpo`` without the std
+  (Liu et al. 2025);
+- ``reinforce_pp``: reward-to-go normalised over the whole batch (Hu 2025).
+
+With one epoch the ratio π_θ/π_old is 1 and the clipped loss is plain REINFORCE; more epochs reuse the
+samples with PPO's clip. KL to the reference is either in the reward (score − β·Σ_t KL_t) or, as in
+GRPO, a loss term β·KL with the k3 estimator. The shared loop is in ``online.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tether.advantages import compute_advantages, whiten_advantages
+from tether.algorithms.online import kl_loss_term, run_online
+from tether.config import PGConfig
+from tether.losses.policy import entropy_bonus, ppo_clip_loss
+from tether.rollout.experience import Experience
+
+SEQUENCE_LEVEL = {"rloo", "grpo", "dr_grpo"}  # estimators that compare whole-response scores in a group
+
+
+def pg_advantages(experience: Experience, config: PGConfig, state: dict[str, float]) -> None:
+    """Advantages of the configured estimator; sequence-level ones see score − β·Σ_t KL_t per response.
+    ``state`` carries REINFORCE's moving-average baseline from one iteration to the next."""
+    mask = experience.response_mask
+    if config.estimator in SEQUENCE_LEVEL:
+        scores = experience.rewards.sum(-1)  # the score plus the (negative) KL shaping of the whole response
+        advantages, returns = compute_advantages(
+            config.estimator, scores=scores, response_mask=mask, group_size=config.group_size
+        )
+    elif config.estimator == "reinforce_baseline":
+        advantages, returns, baseline = compute_advantages(
+            "reinforce_baseline",
+            token_rewards=experience.rewards,
+            response_mask=mask,
+            baseline=state["baseline"],
+        )
+        state["baseline"] = float(baseline)
+    else:
+        advantages, returns = compute_advantages(
+            config.estimator, token_rewards=experience.rewards, response_mask=mask
+        )
+    if config.whiten_advantages and config.estimator not in {
+        "grpo",
+        "reinforce_pp",
+    }:  # those normalise already
+        advantages = whiten_advantages(advantages, mask)
+    experience.advantages, experience.returns = advantages, returns
+
+
+def pg_loss(out: dict, minibatch: Experience, config: PGConfig, kl_coef: float) -> tuple[torch.Tensor, dict]:
+    """−Â·ρ (clipped; ρ = 1 on-policy) − ent_coef·entropy (+ β·KL as a loss term, GRPO's way)."""
+    mask = minibatch.response_mask
+    policy_loss, metrics = ppo_clip_loss(
+        out["logprobs"],
+        minibatch.old_logprobs,
+        minibatch.advantages,
+        mask,
+        config.clip_eps,
+        loss_agg=config.loss_agg,
+    )
+    entropy_loss, entropy_metrics = entropy_bonus(out["entropy"], mask, config.loss_agg)
+    kl_term, kl_metrics = kl_loss_term(out, minibatch, config, kl_coef)
+    metrics.update(entropy_metrics)
+    metrics.update(kl_metrics)
+    metrics["policy/loss"] = policy_loss.detach()
+    return policy_loss + config.ent_coef * entropy_loss + kl_term, metrics
+
+
+def run_policy_gradient(config: PGConfig) -> dict[str, float]:
+    """Run REINFORCE / RLOO / GRPO (by ``config.estimator``); returns the last iteration's metrics."""
+    if config.estimator in SEQUENCE_LEVEL and config.group_size < 2 and config.estimator != "dr_grpo":
+        from tether.config import ConfigError
+
+        raise ConfigError(
+            f"field 'group_size': {config.estimator} compares samples of a prompt; use at least 2"
+        )
+    state = {"baseline": 0.0}
+    return run_online(config, "none", lambda experience, cfg: pg_advantages(experience, cfg, state), pg_loss)

@@ -1,0 +1,134 @@
+"""The batch an online step learns from, and how it is sampled.
+
+Letters: N rows (B prompts × G samples each, the G samples of a prompt adjacent), P prompt tokens (left
+padded), A response tokens (right padded), T = P + A.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tether.data.templates import render_prompt
+from tether.ops.logprobs import IGNORE_INDEX
+from tether.rollout.generate import stop_token_ids
+
+
+@dataclass
+class Experience:
+    """One rollout batch. Tensors are filled in the order of the algorithm: sample → reference → value →
+    score → shaped reward → advantages."""
+
+    prompts: list[Any]  # N prompts (each repeated G times)
+    completions: list[str]  # N decoded responses
+    sequences: torch.Tensor  # (N, T) prompt (left-padded) followed by response (right-padded)
+    attention_mask: torch.Tensor  # (N, T) 1 on real prompt and response tokens
+    response_mask: torch.Tensor  # (N, A) 1 = real response token (the stop token included)
+    finished: torch.Tensor  # (N,) bool: the response ended with a stop token (else it hit max_new_tokens)
+    old_logprobs: torch.Tensor  # (N, A) log π_old(a_t|s_t) of the sampling policy, at temperature
+    ref_logprobs: torch.Tensor | None = None  # (N, A) log π_ref(a_t|s_t)
+    values: torch.Tensor | None = None  # (N, A) V(s_t) of the value head, before each response token
+    scores: torch.Tensor | None = None  # (N,) the scorer's reward of each whole response
+    rewards: torch.Tensor | None = None  # (N, A) shaped per-token reward: score at the end − β·KL_t
+    advantages: torch.Tensor | None = None  # (N, A) Â_t
+    returns: torch.Tensor | None = None  # (N, A) targets of the value head
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def prompt_length(self) -> int:
+        return self.sequences.shape[1] - self.response_mask.shape[1]
+
+    def labels(self) -> torch.Tensor:
+        """(N, T) labels for ``token_logprobs``: response tokens, −100 on prompt and padding."""
+        labels = torch.full_like(self.sequences, IGNORE_INDEX)
+        labels[:, self.prompt_length :] = torch.where(
+            self.response_mask.bool(),
+            self.sequences[:, self.prompt_length :],
+            torch.full_like(self.response_mask, IGNORE_INDEX),
+        )
+        return labels
+
+    def position_ids(self) -> torch.Tensor:
+        """(N, T) positions counted over real tokens (left padding does not shift them), as in generation."""
+        return (self.attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+    def response_columns(self, per_position: torch.Tensor) -> torch.Tensor:
+        """(N, T) values aligned as ``token_logprobs`` aligns them (column t scores token t+1) → (N, A)."""
+        start = self.prompt_length - 1
+        return per_position[:, start : start + self.response_mask.shape[1]]
+
+    def select(self, rows: torch.Tensor) -> Experience:
+        """The rows ``rows`` of every tensor (a minibatch)."""
+        picked = {}
+        for name, value in self.__dict__.items():
+            if value is None:
+                picked[name] = None
+            elif isinstance(value, torch.Tensor):
+                picked[name] = value[rows]
+            elif name == "extras":
+                picked[name] = {k: v[rows] for k, v in value.items()}
+            else:
+                index = rows.tolist()
+                picked[name] = [value[i] for i in index]
+        return Experience(**picked)
+
+
+@torch.no_grad()
+def sample(
+    policy: Any,
+    tokenizer: Any,
+    prompts: list[Any],
+    group_size: int = 1,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+) -> Experience:
+    """Sample G responses per prompt with the KV cache; return the Experience without log-probs yet."""
+    repeated = [p for p in prompts for _ in range(group_size)]
+    texts = [render_prompt(tokenizer, p) for p in repeated]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
+    stops = stop_token_ids(policy, tokenizer)
+    was_training = policy.training
+    policy.eval()
+    output = policy.generate(
+        **batch,
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        temperature=temperature,
+        top_p=top_p,
+        eos_token_id=stops,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    policy.train(was_training)
+    prompt_length = batch["input_ids"].shape[1]
+    responses = output[:, prompt_length:]  # (N, A)
+    is_stop = torch.isin(responses, torch.tensor(stops))
+    before_stop = (
+        is_stop.long().cumsum(-1) - is_stop.long()
+    ) == 0  # tokens up to and including the first stop
+    response_mask = before_stop.long()
+    finished = is_stop.any(-1)
+    attention_mask = torch.cat([batch["attention_mask"], response_mask], dim=1)
+    sequences = torch.cat(
+        [batch["input_ids"], torch.where(before_stop, responses, tokenizer.pad_token_id)], dim=1
+    )
+    completions = [
+        tokenizer.decode(row[mask.bool()], skip_special_tokens=True).strip()
+        for row, mask in zip(responses, response_mask)
+    ]
+    return Experience(
+        prompts=repeated,
+        completions=completions,
+        sequences=sequences,
+        attention_mask=attention_mask,
+        response_mask=response_mask,
+        finished=finished,
+        old_logprobs=torch.zeros(response_mask.shape),
+    )
