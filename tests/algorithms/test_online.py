@@ -21,9 +21,14 @@ def test_rloo_sees_score_minus_kl_of_each_response():
     rewards = torch.tensor([[0.0, 1.0], [-0.5, 0.0], [2.0, 0.0], [0.5, 0.5]])
     mask = torch.tensor([[1, 1], [1, 0], [1, 0], [1, 1]])
     experience = Experience(
-        prompts=["a", "a", "b", "b"], completions=[""] * 4, sequences=torch.zeros(4, 3, dtype=torch.long),
-        attention_mask=torch.ones(4, 3), response_mask=mask, finished=torch.ones(4, dtype=torch.bool),
-        old_logprobs=torch.zeros(4, 2), rewards=rewards,
+        prompts=["a", "a", "b", "b"],
+        completions=[""] * 4,
+        sequences=torch.zeros(4, 3, dtype=torch.long),
+        attention_mask=torch.ones(4, 3),
+        response_mask=mask,
+        finished=torch.ones(4, dtype=torch.bool),
+        old_logprobs=torch.zeros(4, 2),
+        rewards=rewards,
     )
     config = PGConfig(estimator="rloo", group_size=2, whiten_advantages=False)
     pg_advantages(experience, config, {"baseline": 0.0})
@@ -36,12 +41,20 @@ def test_unfinished_responses_get_the_penalty(make_model, tokenizer):
     torch.manual_seed(0)
     module = PolicyValue(make_model(), "none")
     judge = FunctionJudge(lambda prompts, completions: [5.0] * len(prompts))
-    config = PGConfig(max_new_tokens=2, group_size=2, unfinished_penalty=-1.0, kl_coef=0.0)
-    experience = make_experience(module, module.policy, tokenizer, judge, ["review the lid."] * 3, config, 0.0)
+    config = PGConfig(max_new_tokens=2, group_size=2, unfinished_penalty=-1.0, kl_coef=0.0, ppo_epochs=2)
+    experience = make_experience(
+        module, module.policy, tokenizer, judge, ["review the lid."] * 3, config, 0.0
+    )
     expected = torch.where(experience.finished, torch.tensor(5.0), torch.tensor(-1.0))
     torch.testing.assert_close(experience.scores, expected)
     assert not experience.finished.all()  # an untrained model rarely stops within 2 tokens
     torch.testing.assert_close(experience.ref_logprobs, experience.old_logprobs)  # π_ref = π at the start
+    # One on-policy update over the whole batch: no separate forward for log π_old (it is the update's own).
+    single_config = PGConfig(max_new_tokens=2, group_size=2, ppo_epochs=1, minibatch_size=6)
+    single = make_experience(
+        module, module.policy, tokenizer, judge, ["review the lid."] * 3, single_config, 0.0
+    )
+    assert single.old_logprobs is None and single.ref_logprobs is not None
 
 
 @pytest.fixture
@@ -52,14 +65,27 @@ def tiny_folder(make_model, tokenizer, tmp_path):
 
 @pytest.mark.parametrize(
     ("command", "extra"),
-    [("ppo", ["critic=head"]), ("ppo", ["critic=model", "lora=true", "lora_r=4"]), ("grpo", ["group_size=2"])],
+    [
+        ("ppo", ["critic=head"]),
+        ("ppo", ["critic=model", "lora=true", "lora_r=4"]),
+        ("grpo", ["group_size=2"]),
+    ],
 )
 def test_short_runs_log_the_same_keys(tiny_folder, tmp_path, command, extra):
     out = tmp_path / command
     overrides = [
-        f"model={tiny_folder}", "reward=gym:reviews", "gold=gym:reviews", f"output_dir={out}", "max_steps=2",
-        "batch_size=4", "minibatch_size=4", "max_new_tokens=8", "progress=false", "tensorboard=false",
-        "n_prompts=16", *extra,
+        f"model={tiny_folder}",
+        "reward=gym:reviews",
+        "gold=gym:reviews",
+        f"output_dir={out}",
+        "max_steps=2",
+        "batch_size=4",
+        "minibatch_size=4",
+        "max_new_tokens=8",
+        "progress=false",
+        "tensorboard=false",
+        "n_prompts=16",
+        *extra,
     ]
     if command == "ppo":
         row = run_ppo(load_config(PPOConfig, None, overrides))
@@ -67,7 +93,14 @@ def test_short_runs_log_the_same_keys(tiny_folder, tmp_path, command, extra):
         row = run_policy_gradient(load_config(PGConfig, None, overrides))
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [1, 2]
-    for key in ("reward/score", "reward/gold", "kl/ref", "policy/clipfrac", "policy/entropy", "response/length"):
+    for key in (
+        "reward/score",
+        "reward/gold",
+        "kl/ref",
+        "policy/clipfrac",
+        "policy/entropy",
+        "response/length",
+    ):
         assert key in row and row[key] == row[key]  # present and not NaN
     if command == "ppo":
         assert "value/explained_variance" in row and "value/loss" in row

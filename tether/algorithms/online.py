@@ -90,27 +90,42 @@ def make_experience(
         config.temperature,
         config.top_p,
     )
-    module.eval()
-    with torch.no_grad():
-        out = forward(module, experience, config.temperature)
-    module.train()
-    experience.old_logprobs = out["logprobs"]
-    experience.values = out["values"]
     experience.ref_logprobs = reference_logprobs(reference, experience, config.temperature)
+    if single_on_policy_update(config, module, len(experience.prompts)):
+        # π_old is π itself at the one update: its log-probs come from that update's forward (see run_online).
+        experience.old_logprobs = None
+    else:
+        module.eval()
+        with torch.no_grad():
+            out = forward(module, experience, config.temperature)
+        module.train()
+        experience.old_logprobs, experience.values = out["logprobs"], out["values"]
     scores = torch.tensor(scorer.score(experience.prompts, experience.completions), dtype=torch.float32)
     if config.unfinished_penalty:
         scores = torch.where(experience.finished, scores, torch.full_like(scores, config.unfinished_penalty))
     experience.scores = scores
+    logprobs = experience.ref_logprobs if experience.old_logprobs is None else experience.old_logprobs
     experience.rewards, kl = shaped_rewards(
         scores,
-        experience.old_logprobs,
+        logprobs,
         experience.ref_logprobs,
         experience.response_mask,
         kl_coef if config.kl_in_reward else 0.0,
         config.kl_estimator,
     )
-    experience.extras["kl"] = kl.sum(-1)  # (N,) KL estimate of each whole response
+    experience.extras["kl"] = kl.sum(-1)  # (N,) KL estimate of each whole response (0 until known)
     return experience
+
+
+def single_on_policy_update(config: RLConfig, module: PolicyValue, n: int) -> bool:
+    """One gradient step on the whole batch, with no value head and no KL in the reward: then
+    π_old = π at that step, and a separate no-grad forward for log π_old would be wasted."""
+    return (
+        config.ppo_epochs == 1
+        and config.minibatch_size >= n
+        and module.value_head is None
+        and not config.kl_in_reward
+    )
 
 
 def run_online(
@@ -171,6 +186,10 @@ def run_online(
             for rows in torch.randperm(n).split(config.minibatch_size):
                 minibatch = experience.select(rows)
                 out = forward(module, minibatch, config.temperature)
+                if minibatch.old_logprobs is None:  # the single on-policy update: π_old = π, ratio 1
+                    minibatch.old_logprobs = out["logprobs"].detach()
+                    kl = kl_estimate(minibatch.old_logprobs, minibatch.ref_logprobs, config.kl_estimator)
+                    experience.extras["kl"] = (kl * minibatch.response_mask).sum(-1)
                 loss, metrics = loss_fn(out, minibatch, config, kl_control.value)
                 accelerator.backward(loss)
                 max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
