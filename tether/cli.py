@@ -17,15 +17,18 @@ from typing import Any
 
 from tether import TetherError, __version__
 from tether.config import (
+    BestOfNConfig,
     CollectConfig,
     DPOConfig,
     EvalConfig,
     KTOConfig,
+    OnlineDPOConfig,
     PGConfig,
     PipelineConfig,
     PPOConfig,
     PretrainConfig,
     RewardModelConfig,
+    RFTConfig,
     ScoreConfig,
     SFTConfig,
     describe,
@@ -127,6 +130,24 @@ def _policy_gradient(estimator: str) -> Callable[[PGConfig, argparse.Namespace],
     return run
 
 
+def _best_of_n(config: BestOfNConfig, args: argparse.Namespace) -> Any:
+    from tether.algorithms.rejection_sampling import run_best_of_n
+
+    return run_best_of_n(config)
+
+
+def _rft(config: RFTConfig, args: argparse.Namespace) -> Any:
+    from tether.algorithms.rejection_sampling import run_rft
+
+    return run_rft(config)
+
+
+def _online_dpo(config: OnlineDPOConfig, args: argparse.Namespace) -> Any:
+    from tether.algorithms.online_dpo import run_online_dpo
+
+    return run_online_dpo(config)
+
+
 def _pipeline(config: PipelineConfig, args: argparse.Namespace) -> Any:
     from tether.pipeline import run_pipeline
 
@@ -154,6 +175,13 @@ COMMANDS: dict[str, tuple[type, Callable[[Any, argparse.Namespace], Any], str]] 
     ),
     "rloo": (PGConfig, _policy_gradient("rloo"), "REINFORCE leave-one-out over G samples per prompt."),
     "grpo": (PGConfig, _policy_gradient("grpo"), "GRPO: group-normalised advantages, KL as a loss term."),
+    "online-dpo": (
+        OnlineDPOConfig,
+        _online_dpo,
+        "Online DPO: fresh pairs from the policy, labelled by a judge.",
+    ),
+    "best-of-n": (BestOfNConfig, _best_of_n, "Best-of-n sampling with a judge; reports its analytic KL."),
+    "rft": (RFTConfig, _rft, "Rejection-sampling fine-tuning: rounds of best-of-n selection and SFT."),
     "score": (ScoreConfig, _score, "Score (prompt, completion) records with a reward model or judge."),
     "evaluate": (EvalConfig, _evaluate, "Evaluate a model on a gym task's held-out data."),
 }

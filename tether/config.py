@@ -299,6 +299,66 @@ class PGConfig(RLConfig):
 
 
 @dataclass
+class OnlineDPOConfig(RLConfig):
+    """Online DPO: each step, sample two responses per prompt from the current policy, let the judge pick
+    the better, and apply a loss of the preference registry."""
+
+    output_dir: str = option("runs/online_dpo", "Folder for the optimised policy and its metrics.")
+    loss: str = option("dpo", "A loss of losses/preference.py, or weighted terms like 'dpo:1,nll:0.2'.")
+    beta: float = option(0.1, "β of the preference loss.", minimum=0.0)
+    label_smoothing: float = option(0.0, "ε: assumed label-noise rate (cdpo, robust).", minimum=0.0)
+    gamma: float = option(1.0, "SimPO's target margin γ.", minimum=0.0)
+    group_size: int = option(2, "Responses per prompt (the pair).", minimum=2)
+    batch_size: int = option(16, "Prompts per step.", minimum=1)
+    minibatch_size: int = option(32, "Rows per gradient step (whole pairs).", minimum=2)
+    ppo_epochs: int = option(1, "Passes over each batch.", minimum=1)
+    kl_in_reward: bool = option(False, "Unused: the preference loss holds the tether to the reference.")
+    kl_coef: float = option(0.0, "Unused by the preference loss; kept 0.", minimum=0.0)
+    learning_rate: float = option(1e-4, "Peak learning rate of AdamW.", minimum=0.0)
+
+
+@dataclass
+class BestOfNConfig:
+    """Best-of-n sampling: draw n responses per prompt, keep the judge's favourite."""
+
+    output: str = option("runs/best_of_n.jsonl", "Where to write the best completion of each prompt.")
+    policy: str = option("runs/sft", "The policy that samples.")
+    judge: str = option(
+        "runs/reward_model", "Picks the best: a reward-model folder, 'gym:TASK' or 'module:function'."
+    )
+    gold: str = option("", "A hidden judge to report beside the picking judge (e.g. 'gym:reviews').")
+    prompts: str = option("gym:reviews", "'gym:TASK' (its eval prompts) or a file of {\"prompt\"} records.")
+    n_prompts: int = option(128, "How many prompts.", minimum=1)
+    n: int = option(8, "Samples per prompt.", minimum=1)
+    max_new_tokens: int = option(64, "Longest completion.", minimum=1)
+    temperature: float = option(1.0, "Sampling temperature.", minimum=0.0)
+    batch_size: int = option(64, "Rows per generation batch.", minimum=1)
+    seed: int = option(0, "Seed for sampling.")
+    trust_remote_code: bool = option(False, "Allow model code from the model folder.")
+
+
+@dataclass
+class RFTConfig(SFTConfig):
+    """Rejection-sampling fine-tuning: rounds of sample n → keep the best by a judge → SFT on them."""
+
+    output_dir: str = option(
+        "runs/rft", "Folder with one sub-folder per round; the last round is the result."
+    )
+    judge: str = option(
+        "runs/reward_model", "Picks the best: a reward-model folder, 'gym:TASK' or 'module:function'."
+    )
+    gold: str = option("", "A hidden judge reported each round (e.g. 'gym:reviews').")
+    prompts: str = option("gym:reviews", "'gym:TASK' (its train prompts) or a file of {\"prompt\"} records.")
+    rounds: int = option(3, "Rounds of sample → select → fine-tune.", minimum=1)
+    n_prompts: int = option(256, "Prompts sampled per round.", minimum=1)
+    n: int = option(4, "Samples per prompt; the best one is kept.", minimum=1)
+    max_new_tokens: int = option(64, "Longest completion.", minimum=1)
+    temperature: float = option(1.0, "Sampling temperature.", minimum=0.0)
+    learning_rate: float = option(2e-4, "Peak learning rate of each round's SFT.", minimum=0.0)
+    num_epochs: float = option(1.0, "SFT passes over each round's selected data.", minimum=0.0)
+
+
+@dataclass
 class ScoreConfig:
     """Score a JSONL of (prompt, completion) with a reward model or judge."""
 

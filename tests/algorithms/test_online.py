@@ -6,10 +6,11 @@ import json
 import pytest
 import torch
 
-from tether.algorithms.online import make_experience
+from tether.algorithms.online import make_experience, shuffled_minibatches
+from tether.algorithms.online_dpo import label_pairs, run_online_dpo
 from tether.algorithms.policy_gradient import pg_advantages, run_policy_gradient
 from tether.algorithms.ppo import run_ppo
-from tether.config import PGConfig, PPOConfig, load_config
+from tether.config import OnlineDPOConfig, PGConfig, PPOConfig, load_config
 from tether.judges import FunctionJudge
 from tether.models import save_model
 from tether.models.value import PolicyValue
@@ -105,3 +106,53 @@ def test_short_runs_log_the_same_keys(tiny_folder, tmp_path, command, extra):
     if command == "ppo":
         assert "value/explained_variance" in row and "value/loss" in row
     assert (out / "config.json").exists() and not (out / "adapter_config.json").exists()
+
+
+def test_minibatches_keep_groups_whole():
+    torch.manual_seed(0)
+    batches = shuffled_minibatches(12, group_size=3, minibatch_size=7)  # 7 rounds down to 2 groups of 3
+    assert [len(b) for b in batches] == [6, 6]
+    rows = torch.cat(batches)
+    assert sorted(rows.tolist()) == list(range(12))
+    for start in range(0, 12, 3):
+        group = rows[start : start + 3]
+        assert group.tolist() == list(range(int(group[0]), int(group[0]) + 3)) and int(group[0]) % 3 == 0
+
+
+def test_online_dpo_labels_pairs_and_skips_ties():
+    experience = Experience(
+        prompts=["a"] * 6,
+        completions=[""] * 6,
+        sequences=torch.zeros(6, 2, dtype=torch.long),
+        attention_mask=torch.ones(6, 2),
+        response_mask=torch.ones(6, 1),
+        finished=torch.ones(6, dtype=torch.bool),
+        old_logprobs=None,
+        scores=torch.tensor([1.0, 0.0, 0.0, 2.0, 3.0, 3.0]),
+    )
+    label_pairs(experience, OnlineDPOConfig())
+    assert experience.extras["first_wins"].tolist() == [True, True, False, False, False, False]
+    assert experience.extras["decided"].tolist() == [True, True, True, True, False, False]
+
+
+def test_short_online_dpo_run(tiny_folder, tmp_path):
+    out = tmp_path / "online_dpo"
+    row = run_online_dpo(
+        load_config(
+            OnlineDPOConfig,
+            None,
+            [
+                f"model={tiny_folder}",
+                "reward=gym:reviews",
+                f"output_dir={out}",
+                "max_steps=2",
+                "batch_size=4",
+                "max_new_tokens=8",
+                "progress=false",
+                "tensorboard=false",
+                "n_prompts=16",
+            ],
+        )
+    )
+    assert 0 <= row["pairs/decided"] <= 1 and row["loss"] == row["loss"]
+    assert (out / "config.json").exists()

@@ -23,10 +23,10 @@ from tether.models import load_causal_lm, load_tokenizer
 from tether.rollout import generate
 
 
-def load_prompts(spec: str, n: int, seed: int) -> list:
-    """``n`` prompts: a gym task's train prompts, or the ``prompt`` field of a file's records."""
+def load_prompts(spec: str, n: int, seed: int, split: str = "train") -> list:
+    """``n`` prompts: a gym task's prompts of ``split``, or the ``prompt`` field of a file's records."""
     if spec.startswith(GYM_PREFIX):
-        return get_task(spec[len(GYM_PREFIX) :], seed=seed).prompts("train", n=n)
+        return get_task(spec[len(GYM_PREFIX) :], seed=seed).prompts(split, n=n)
     prompts = []
     for record in load_records(spec, "prompts", seed)[:n]:
         value = record.data.get("prompt")

@@ -117,6 +117,15 @@ def make_experience(
     return experience
 
 
+def shuffled_minibatches(n: int, group_size: int, minibatch_size: int) -> list[torch.Tensor]:
+    """Row indices of each minibatch: whole groups (the G samples of a prompt) in random order, so a
+    minibatch never splits a group; at least one group per minibatch."""
+    groups = torch.randperm(n // group_size)
+    rows = (groups[:, None] * group_size + torch.arange(group_size)).flatten()
+    per_minibatch = max(1, minibatch_size // group_size) * group_size
+    return list(rows.split(per_minibatch))
+
+
 def single_on_policy_update(config: RLConfig, module: PolicyValue, n: int) -> bool:
     """One gradient step on the whole batch, with no value head and no KL in the reward: then
     π_old = π at that step, and a separate no-grad forward for log π_old would be wasted."""
@@ -183,7 +192,7 @@ def run_online(
         updates = 0
         n = experience.sequences.shape[0]
         for _ in range(config.ppo_epochs):
-            for rows in torch.randperm(n).split(config.minibatch_size):
+            for rows in shuffled_minibatches(n, config.group_size, config.minibatch_size):
                 minibatch = experience.select(rows)
                 out = forward(module, minibatch, config.temperature)
                 if minibatch.old_logprobs is None:  # the single on-policy update: π_old = π, ratio 1
