@@ -25,6 +25,7 @@ def test_pipeline_sft_beats_pretrained_and_skips_done_stages(tmp_path):
             "dpo.progress=false",
             "ppo.progress=false",
             "grpo.progress=false",
+            "ppo_no_kl.progress=false",
             "n_policy_prompts=100",
         ],
     )
@@ -55,6 +56,11 @@ def test_pipeline_sft_beats_pretrained_and_skips_done_stages(tmp_path):
     for name in ("ppo", "grpo"):
         assert policies[name]["gold"] > policies["sft"]["gold"] + 0.2, name
         assert 0 < policies[name]["kl"] < 30, name
+    # Without the KL tether the same PPO drifts far and hacks the reward model: gold ends below the tethered run.
+    assert policies["ppo_no_kl"]["kl"] > 2 * policies["ppo"]["kl"]
+    assert policies["ppo_no_kl"]["gold"] < policies["ppo"]["gold"]
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "Reward hacking" in page
 
     again = run_pipeline(config)  # every stage is done: only evaluation runs
     assert set(again["seconds"]) == {"evaluate"}

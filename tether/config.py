@@ -398,6 +398,7 @@ class PipelineConfig:
     dpo: dict = option({}, "Overrides for the DPO stage, e.g. dpo.beta=0.2 or dpo.loss=ipo.")
     ppo: dict = option({}, "Overrides for the PPO stage, e.g. ppo.kl_coef=0.2.")
     grpo: dict = option({}, "Overrides for the GRPO stage, e.g. grpo.group_size=8.")
+    ppo_no_kl: dict = option({}, "Overrides for the β = 0 PPO run that shows reward hacking in the report.")
     n_policy_prompts: int = option(
         200, "Held-out prompts on which each policy's gold reward and KL are measured."
     )

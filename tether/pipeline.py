@@ -29,7 +29,7 @@ from tether.config import (
     build_config,
 )
 
-STAGES = ("pretrain", "sft", "collect", "reward_model", "dpo", "ppo", "grpo", "evaluate")
+STAGES = ("pretrain", "sft", "collect", "reward_model", "dpo", "ppo", "grpo", "ppo_no_kl", "evaluate")
 
 # The embedded default: sized so the whole pipeline runs in a few minutes on a 2-core CPU.
 DEFAULT_PRETRAIN = {"num_epochs": 1.0}
@@ -58,7 +58,7 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
     from tether.eval.policy import evaluate_policy
     from tether.gym import get_task
     from tether.models import load_causal_lm, load_tokenizer
-    from tether.report import write_instruct_report
+    from tether.report import write_html_report, write_instruct_report
 
     if from_stage is not None and from_stage not in STAGES:
         raise TetherError(f"--from: unknown stage '{from_stage}'; choose one of {', '.join(STAGES)}")
@@ -124,6 +124,15 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
     }
     ppo = _stage_config(PPOConfig, {}, config.ppo, "ppo", output_dir=str(root / "ppo"), **rl_fixed)
     grpo = _stage_config(PGConfig, {}, config.grpo, "grpo", output_dir=str(root / "grpo"), **rl_fixed)
+    # The same PPO without the KL tether: the report's reward-hacking comparison.
+    ppo_no_kl = _stage_config(
+        PPOConfig,
+        {**config.ppo, "kl_coef": 0.0},
+        config.ppo_no_kl,
+        "ppo_no_kl",
+        output_dir=str(root / "ppo_no_kl"),
+        **rl_fixed,
+    )
     evaluation = _stage_config(
         EvalConfig, {}, config.evaluate, "evaluate", task=config.task, seed=config.seed
     )
@@ -137,6 +146,7 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
         ("dpo", dpo, run_dpo),
         ("ppo", ppo, run_ppo),
         ("grpo", grpo, run_policy_gradient),
+        ("ppo_no_kl", ppo_no_kl, run_ppo),
     )
     for name, stage_config, runner in stages:
         folder = Path(stage_config.output_dir)
@@ -174,6 +184,7 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
         ("dpo", dpo.output_dir),
         ("ppo", ppo.output_dir),
         ("grpo", grpo.output_dir),
+        ("ppo_no_kl", ppo_no_kl.output_dir),
     ):
         policy = reference if folder == sft.output_dir else load_causal_lm(folder)
         policies[name] = evaluate_policy(
@@ -190,5 +201,11 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
     }
     (root / "evaluation.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     report = write_instruct_report(summary, root)
-    tqdm.write(f"pipeline: report written to {report}")
+    stage_dirs = {s.output_dir.rsplit("/", 1)[-1]: Path(s.output_dir) for _, s, _ in stages}
+    hacking = {
+        f"PPO, β = {ppo_no_kl.kl_coef:g}": Path(ppo_no_kl.output_dir),
+        f"PPO, β = {ppo.kl_coef:g}": Path(ppo.output_dir),
+    }
+    page = write_html_report(summary, root, stage_dirs, hacking)
+    tqdm.write(f"pipeline: report written to {report} and {page}")
     return summary

@@ -10,12 +10,17 @@ from typing import Any
 class MetricLogger:
     """Appends metric rows to ``output_dir/metrics.jsonl`` and, optionally, TensorBoard scalars."""
 
-    def __init__(self, output_dir: str | Path, enabled: bool = True, tensorboard: bool = True) -> None:
+    def __init__(
+        self, output_dir: str | Path, enabled: bool = True, tensorboard: bool = True, fresh: bool = True
+    ) -> None:
+        """``fresh``: start a new log (a re-run replaces the old one); else append (a resumed run)."""
         self.enabled = enabled
         self.path = Path(output_dir) / "metrics.jsonl"
         self.writer = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if fresh:
+                self.path.unlink(missing_ok=True)
             if tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 

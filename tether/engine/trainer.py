@@ -83,7 +83,9 @@ class Trainer:
             (config.adam_beta1, config.adam_beta2),
         )
         self.module, self.optimizer = self.accelerator.prepare(module, optimizer)
-        self.logger = MetricLogger(config.output_dir, self.accelerator.is_main_process, config.tensorboard)
+        self.logger = MetricLogger(
+            config.output_dir, self.accelerator.is_main_process, config.tensorboard, fresh=not config.resume
+        )
         self.step = 0
         self.history: list[dict[str, float]] = []
 

@@ -8,7 +8,7 @@ be non-transitive (rock–paper–scissors). NLHF looks for the policy that no o
 π* = argmax_π min_π' P(π ≻ π') (§3, Eq. 1), kept near a reference μ by the regularised preference
 P_τ(π ≻ π') = P(π ≻ π') − τ KL(π, μ) + τ KL(π', μ) (§4), whose Nash equilibrium π*_τ is unique.
 
-Nash-MD (§5, tabular) is mirror descent against a geometric mixture of the current policy and μ:
+Nash-MD (§6, tabular) is mirror descent against a geometric mixture of the current policy and μ:
 
     π_t^μ(y) ∝ π_t(y)^{1−ητ} μ(y)^{ητ},
     π_{t+1} = argmax_π [η P(π ≻ π_t^μ) − KL(π, π_t^μ)],  i.e.  π_{t+1}(y) ∝ π_t^μ(y) exp(η P(y ≻ π_t^μ)),
@@ -16,9 +16,13 @@ Nash-MD (§5, tabular) is mirror descent against a geometric mixture of the curr
 whose last iterate converges to π*_τ (Theorem 1). Nash-MD-PG (§7) is its policy-gradient form for a
 parametric π_θ: sample y ~ π_θ and y' from the opponent π_θ^β ∝ π_θ^{1−β} μ^β (β ∈ [0, 1]; β = 0 is
 self-play, β = 1 plays the reference), and ascend ∇_θ P_τ(π_θ ≻ π_θ^β) with the opponent held fixed.
-For an LM the mixture is taken token by token ("one-step-at-a-time regularised policy", §7.1): sample
+For an LM the mixture is taken token by token ("one-step-at-a-time regularised policy", §7): sample
 y' with the per-token logits of ``geometric_mixture_logits``. TRL's ``NashMDTrainer`` (its
 ``GeometricMixtureWrapper`` and ``_compute_losses``) implements the same opponent and estimator.
+
+A fixed β > 0 shifts the stationary point: gradient play stops where π ∝ μ exp(P(y ≻ π^β) / τ), against
+the mixture π^β rather than π itself, whereas tabular Nash-MD's β = η_t τ shrinks to 0 and reaches π*_τ.
+β = 0 (self-play with the KL term) has exactly π*_τ as its fixed point (tests/losses/test_nash.py).
 
 Equation numbers follow arXiv v1; the ICML 2024 / v4 text moved the deep-learning algorithms to an
 appendix. Inputs are never modified; preferences and reference log-probs are treated as constants.
@@ -34,9 +38,9 @@ def geometric_mixture_logits(
 ) -> torch.Tensor:
     """Log-probabilities of the geometric mixture π^β ∝ π^{1−β} · μ^β, the Nash-MD opponent.
 
-    log π^β = (1 − β) log π + β log μ − log Z, the regularised policy π_t^μ of Munos et al. 2023 §5 with
-    β = ητ, and the alternative policy of Nash-MD-PG (§7.3, Eq. 11). In an LM it is applied per token,
-    to the next-token distributions given the same prefix (§7.1); sampling y' token by token from it
+    log π^β = (1 − β) log π + β log μ − log Z, the regularised policy π_t^μ of Munos et al. 2023 §6 with
+    β = ητ, and the alternative policy of Nash-MD-PG (§7, Eq. 11). In an LM it is applied per token,
+    to the next-token distributions given the same prefix (§7); sampling y' token by token from it
     gives the one-step-at-a-time regularised policy, not the sequence-level mixture.
 
     policy_logits, ref_logits: (..., V) unnormalised; any per-row constant cancels. Returns (..., V)
@@ -88,7 +92,7 @@ def nash_md_loss(
     ref_logprobs: torch.Tensor,
     kl_coef: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The Nash-MD-PG update as a per-sample loss (Munos et al. 2023, §7.2 Eq. 9–10, opponent §7.3):
+    """The Nash-MD-PG update as a per-sample loss (Munos et al. 2023, §7, Eq. 9–10; opponent Eq. 11):
 
         ℓ = −[P(y ≻ y') − 1/2 − τ · sg(log π_θ(y) − log μ(y))] · log π_θ(y),
 
@@ -100,8 +104,8 @@ def nash_md_loss(
     is the paper's single-sample estimate of −∇_θ P_τ(π_θ ≻ π'), the regularised preference with the
     opponent π' held fixed: the preference against the opponent is the reward (1/2 is the value of a
     tie and a control variate — E_{y~π}[∇ log π] = 0), and τ (log π − log μ) ∇ log π is the
-    score-function gradient of τ KL(π_θ, μ). Minimising its mean over y ~ π_θ, y' ~ π' is one
-    mirror-descent step of Nash-MD (§5) taken by gradient, as TRL's ``NashMDTrainer`` does.
+    score-function gradient of τ KL(π_θ, μ). A gradient step on its mean over y ~ π_θ, y' ~ π'
+    stands in for Nash-MD's mirror-descent step (§6), as in TRL's ``NashMDTrainer``.
 
     policy_logprobs: (N,) log π_θ(y | x) of the whole response (sum the token log-probs under the
     response mask, e.g. ``tether.ops.masked_sum``); preference: (N,) P(y ≻ y' | x) ∈ [0, 1];

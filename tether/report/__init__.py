@@ -1,5 +1,6 @@
 """Reports: Markdown (and, later, HTML with plots) summarising a pipeline run."""
 
+from tether.report.html import write_html_report
 from tether.report.markdown import write_instruct_report
 
-__all__ = ["write_instruct_report"]
+__all__ = ["write_html_report", "write_instruct_report"]
