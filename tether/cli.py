@@ -19,9 +19,11 @@ from tether import TetherError, __version__
 from tether.config import (
     BestOfNConfig,
     CollectConfig,
+    DistributionMatchingConfig,
     DPOConfig,
     EvalConfig,
     KTOConfig,
+    NashMDConfig,
     OnlineDPOConfig,
     PGConfig,
     PipelineConfig,
@@ -148,6 +150,21 @@ def _online_dpo(config: OnlineDPOConfig, args: argparse.Namespace) -> Any:
     return run_online_dpo(config)
 
 
+def _distribution_matching(method: str) -> Callable[[DistributionMatchingConfig, argparse.Namespace], Any]:
+    def run(config: DistributionMatchingConfig, args: argparse.Namespace) -> Any:
+        from tether.algorithms.distribution_matching import run_distribution_matching
+
+        return run_distribution_matching(dataclasses.replace(config, method=method))
+
+    return run
+
+
+def _nash_md(config: NashMDConfig, args: argparse.Namespace) -> Any:
+    from tether.algorithms.nash_md import run_nash_md
+
+    return run_nash_md(config)
+
+
 def _pipeline(config: PipelineConfig, args: argparse.Namespace) -> Any:
     from tether.pipeline import run_pipeline
 
@@ -175,6 +192,13 @@ COMMANDS: dict[str, tuple[type, Callable[[Any, argparse.Namespace], Any], str]] 
     ),
     "rloo": (PGConfig, _policy_gradient("rloo"), "REINFORCE leave-one-out over G samples per prompt."),
     "grpo": (PGConfig, _policy_gradient("grpo"), "GRPO: group-normalised advantages, KL as a loss term."),
+    "dpg": (DistributionMatchingConfig, _distribution_matching("dpg"), "DPG: fit π to p* ∝ π_ref·exp(r/β)."),
+    "brain": (
+        DistributionMatchingConfig,
+        _distribution_matching("brain"),
+        "BRAIn: DPG with a self-normalised baseline.",
+    ),
+    "nash-md": (NashMDConfig, _nash_md, "Nash-MD: preference self-play regularised towards the reference."),
     "online-dpo": (
         OnlineDPOConfig,
         _online_dpo,

@@ -318,6 +318,39 @@ class OnlineDPOConfig(RLConfig):
 
 
 @dataclass
+class DistributionMatchingConfig(RLConfig):
+    """DPG and BRAIn: fit π_θ to p*(y|x) ∝ π_ref(y|x)·exp(r(x, y)/β) from G samples per prompt."""
+
+    output_dir: str = option("runs/dpg", "Folder for the optimised policy and its metrics.")
+    method: Literal["dpg", "brain"] = option("dpg", "The estimator of losses/distribution.py.")
+    beta: float = option(0.5, "β of the target p* ∝ π_ref·exp(r/β) (the reward's temperature).", minimum=0.0)
+    group_size: int = option(
+        4, "Samples per prompt; importance weights are normalised within a prompt.", minimum=2
+    )
+    batch_size: int = option(8, "Prompts per iteration.", minimum=1)
+    minibatch_size: int = option(32, "Rows per gradient step (whole groups).", minimum=1)
+    kl_in_reward: bool = option(False, "Unused: p* holds the tether to the reference.")
+    kl_coef: float = option(0.0, "Unused (the target's β plays its part); kept 0.", minimum=0.0)
+    learning_rate: float = option(1e-4, "Peak learning rate of AdamW.", minimum=0.0)
+
+
+@dataclass
+class NashMDConfig(RLConfig):
+    """Nash-MD: play against an opponent, with P(y ≻ y') from a judge as the reward, regularised towards π_ref."""
+
+    output_dir: str = option("runs/nash_md", "Folder for the optimised policy and its metrics.")
+    kl_coef: float = option(0.05, "τ: weight of KL(π ‖ π_ref).", minimum=0.0)
+    preference_scale: float = option(
+        1.0, "P(y ≻ y') = σ((r(y) − r(y'))/scale) from the judge's scores.", minimum=0.0
+    )
+    group_size: int = option(2, "Player and opponent samples per prompt.", minimum=2)
+    batch_size: int = option(16, "Prompts per iteration.", minimum=1)
+    minibatch_size: int = option(32, "Rows per gradient step (whole groups).", minimum=2)
+    kl_in_reward: bool = option(False, "Unused: the Nash-MD loss holds the KL term.")
+    learning_rate: float = option(1e-4, "Peak learning rate of AdamW.", minimum=0.0)
+
+
+@dataclass
 class BestOfNConfig:
     """Best-of-n sampling: draw n responses per prompt, keep the judge's favourite."""
 

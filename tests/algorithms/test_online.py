@@ -2,15 +2,25 @@
 PPO (head and separate critic, LoRA) and GRPO that log the same metric keys."""
 
 import json
+import math
 
 import pytest
 import torch
 
+from tether.algorithms.distribution_matching import run_distribution_matching
+from tether.algorithms.nash_md import pair_preferences, run_nash_md
 from tether.algorithms.online import make_experience, shuffled_minibatches
 from tether.algorithms.online_dpo import label_pairs, run_online_dpo
 from tether.algorithms.policy_gradient import pg_advantages, run_policy_gradient
 from tether.algorithms.ppo import run_ppo
-from tether.config import OnlineDPOConfig, PGConfig, PPOConfig, load_config
+from tether.config import (
+    DistributionMatchingConfig,
+    NashMDConfig,
+    OnlineDPOConfig,
+    PGConfig,
+    PPOConfig,
+    load_config,
+)
 from tether.judges import FunctionJudge
 from tether.models import save_model
 from tether.models.value import PolicyValue
@@ -156,3 +166,43 @@ def test_short_online_dpo_run(tiny_folder, tmp_path):
     )
     assert 0 <= row["pairs/decided"] <= 1 and row["loss"] == row["loss"]
     assert (out / "config.json").exists()
+
+
+def test_nash_pairs_play_each_other():
+    experience = Experience(
+        prompts=["a"] * 4,
+        completions=[""] * 4,
+        sequences=torch.zeros(4, 2, dtype=torch.long),
+        attention_mask=torch.ones(4, 2),
+        response_mask=torch.ones(4, 1),
+        finished=torch.ones(4, dtype=torch.bool),
+        old_logprobs=None,
+        scores=torch.tensor([2.0, 0.0, 1.0, 1.0]),
+    )
+    pair_preferences(experience, NashMDConfig(preference_scale=2.0))
+    p = 1 / (1 + math.exp(-1.0))  # σ((2 − 0)/2)
+    torch.testing.assert_close(experience.extras["preference"], torch.tensor([p, 1 - p, 0.5, 0.5]))
+
+
+@pytest.mark.parametrize("method", ["dpg", "brain", "nash-md"])
+def test_short_distribution_matching_and_nash_runs(tiny_folder, tmp_path, method):
+    out = tmp_path / method
+    overrides = [
+        f"model={tiny_folder}",
+        "reward=gym:reviews",
+        f"output_dir={out}",
+        "max_steps=2",
+        "batch_size=2",
+        "max_new_tokens=8",
+        "progress=false",
+        "tensorboard=false",
+        "n_prompts=8",
+    ]
+    if method == "nash-md":
+        row = run_nash_md(load_config(NashMDConfig, None, overrides))
+        assert 0 <= row["nash/preference"] <= 1
+    else:
+        config = load_config(DistributionMatchingConfig, None, [*overrides, f"method={method}"])
+        row = run_distribution_matching(config)
+        assert 1 <= row["distribution/ess"] <= config.group_size
+    assert row["loss"] == row["loss"] and (out / "config.json").exists()

@@ -64,8 +64,14 @@ def plot_curves(stage_dirs: dict[str, Path], out: Path) -> str:
     }
     if not stages:
         return ""
-    figure, axes = plt.subplots(1, len(stages), figsize=(4 * len(stages), 3.3), squeeze=False)
-    for axis, (name, rows) in zip(axes[0], stages.items()):
+    columns = min(4, len(stages))
+    rows_of_panels = -(-len(stages) // columns)
+    figure, axes = plt.subplots(
+        rows_of_panels, columns, figsize=(4 * columns, 3.2 * rows_of_panels), squeeze=False
+    )
+    for axis in axes.flat[len(stages) :]:
+        axis.set_visible(False)
+    for axis, (name, rows) in zip(axes.flat, stages.items()):
         online = any("reward/score" in r for r in rows)
         keys = ("reward/score", "reward/gold", "kl/ref") if online else ("loss", "eval/loss")
         for key in keys:
@@ -76,6 +82,7 @@ def plot_curves(stage_dirs: dict[str, Path], out: Path) -> str:
         axis.set_xlabel("step")
         axis.legend(fontsize=7)
         axis.grid(alpha=0.3)
+    figure.tight_layout()
     figure.savefig(out / "curves.png", dpi=110, bbox_inches="tight")
     uri = _figure_to_data_uri(figure)
     plt.close(figure)
