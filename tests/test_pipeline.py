@@ -59,6 +59,10 @@ def test_pipeline_sft_beats_pretrained_and_skips_done_stages(tmp_path):
     # Without the KL tether the same PPO drifts far and hacks the reward model: gold ends below the tethered run.
     assert policies["ppo_no_kl"]["kl"] > 2 * policies["ppo"]["kl"]
     assert policies["ppo_no_kl"]["gold"] < policies["ppo"]["gold"]
+    assert policies["sft"]["win_rate"] == 0.5 and policies["dpo"]["win_rate"] > 0.7  # vs SFT under gold
+    # The SFT model beats the n-gram yardstick on held-out responses; the pre-trained one has not seen chat.
+    results = summary["results"]
+    assert results["sft"]["response_ppl_per_word"] < results["ngram"]["response_ppl_per_word"]
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "Reward hacking" in page
 

@@ -251,8 +251,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tether {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _release_process_group()
     print(json.dumps(result, indent=2, default=str))
     return 0
+
+
+def _release_process_group() -> None:
+    """Under torchrun, tear the process group down before exit: gloo threads left to interpreter shutdown can
+    abort a rank ("terminate called without an active exception") after the work is done."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
     from tether.algorithms.reward_model import run_reward_model
     from tether.algorithms.sft import run_sft
     from tether.eval.instruct import evaluate_instruct
+    from tether.eval.metrics import NGramLM, win_rate
     from tether.eval.policy import evaluate_policy
     from tether.gym import get_task
     from tether.models import load_causal_lm, load_tokenizer
@@ -190,6 +191,12 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
         policies[name] = evaluate_policy(
             policy, reference, tokenizer, gold, prompts, proxy=proxy, seed=config.seed
         )
+    for metrics in policies.values():  # win rate against the reference's samples, under the gold judge
+        metrics["win_rate"] = win_rate(metrics["gold_scores"], policies["sft"]["gold_scores"])
+    # The lectures' first language model as a yardstick: a word trigram model fitted on the corpus.
+    ngram = NGramLM(task.pretrain_texts(), n=3)
+    responses = [e["messages"][-1]["content"] for e in task.sft_examples("eval")[: evaluation.n_examples]]
+    results["ngram"] = {"response_ppl_per_word": ngram.perplexity(responses)}
     timings["evaluate"] = time.perf_counter() - started
     reward_eval = json.loads((Path(reward_model.output_dir) / "eval.json").read_text(encoding="utf-8"))
     summary = {

@@ -53,6 +53,14 @@ def main() -> None:
         state.pop("lm_head.weight", None)  # tied to the embeddings
         save_file(state, out_file)
         print(f"processes={trainer.accelerator.num_processes} loss={trainer.history[-1]['loss']:.6f}")
+    release_process_group()
+
+
+def release_process_group() -> None:
+    """Tear the gloo group down before exit: left to interpreter shutdown, its threads can abort a rank."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

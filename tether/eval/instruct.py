@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -24,10 +25,10 @@ from tether.rollout import generate
 
 
 @torch.no_grad()
-def response_nll(
+def response_nll_sum(
     model: Any, tokenizer: Any, examples: list[dict], batch_size: int = 32, max_length: int = 256
-) -> float:
-    """Mean NLL per response token of ``examples`` (SFT records) under ``model``."""
+) -> tuple[float, float]:
+    """Total NLL of the response tokens of ``examples`` (SFT records) under ``model``, and their count."""
     ensure_chat_template(tokenizer)
     tokenized = [
         tokenize_sft(tokenizer, parse_sft(Record(e, "eval", i)), max_length) for i, e in enumerate(examples)
@@ -41,6 +42,14 @@ def response_nll(
         nll_sum, n_tokens, _ = nll_loss(logprobs, shift_labels(batch["labels"]) != IGNORE_INDEX)
         total += float(nll_sum.sum())
         count += float(n_tokens.sum())
+    return total, count
+
+
+def response_nll(
+    model: Any, tokenizer: Any, examples: list[dict], batch_size: int = 32, max_length: int = 256
+) -> float:
+    """Mean NLL per response token of ``examples`` under ``model``."""
+    total, count = response_nll_sum(model, tokenizer, examples, batch_size, max_length)
     return total / max(count, 1.0)
 
 
@@ -65,11 +74,16 @@ def evaluate_instruct(
 ) -> dict[str, Any]:
     """``response_nll`` and ``follow_rate`` on the task's eval split, with a few sample answers."""
     examples = task.sft_examples("eval")[:n_examples]
+    total, count = response_nll_sum(model, tokenizer, examples, batch_size)
     prompts = task.prompts("eval", n=n_prompts)
     result = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
     good = [done and follows(task, p, c) for p, c, done in zip(prompts, result.completions, result.finished)]
     return {
-        "response_nll": response_nll(model, tokenizer, examples, batch_size),
+        "response_nll": total / max(count, 1.0),
+        # Per word (end of turn counted as one), comparable with the n-gram baseline's perplexity.
+        "response_ppl_per_word": math.exp(
+            total / sum(len(e["messages"][-1]["content"].split()) + 1 for e in examples)
+        ),
         "follow_rate": sum(good) / len(good),
         "stop_rate": sum(result.finished) / len(result.finished),
         "samples": [{"prompt": p, "completion": c} for p, c in zip(prompts[:4], result.completions[:4])],

@@ -4,7 +4,8 @@
 - proxy reward: a reward model's mean score of the same samples (when given);
 - KL to the reference: the Monte-Carlo estimate E_{y~π}[log π(y|x) − log π_ref(y|x)] (summed over the
   response tokens, k1 estimator) from the same samples;
-- response length (tokens) and the share of samples that stopped on their own.
+- response length (tokens), the share of samples that stopped on their own, and distinct-2 diversity;
+- the gold score of every sample (``gold_scores``), for win rates against another policy's samples.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from tether.data.packing import pack_examples, sequence_sums
 from tether.data.templates import render_prompt
 from tether.data.tokenize import TokenizedExample
+from tether.eval.metrics import distinct_n
 from tether.models.forward import token_logprobs
 from tether.ops.logprobs import IGNORE_INDEX, shift_labels
 from tether.rollout import generate
@@ -75,6 +77,8 @@ def evaluate_policy(
         "kl": sum(kl) / len(kl),
         "length": sum(len(ids) for ids in result.response_ids) / len(prompts),
         "stop_rate": sum(result.finished) / len(prompts),
+        "distinct_2": distinct_n(result.completions, 2),
+        "gold_scores": gold_scores,
         "samples": [{"prompt": p, "completion": c} for p, c in zip(prompts[:4], result.completions[:4])],
     }
     if proxy is not None:

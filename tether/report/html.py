@@ -127,14 +127,16 @@ def write_html_report(
     policies = summary.get("policies") or {}
     if policies:
         rows = "".join(
-            f"<tr><td>{html.escape(name)}</td><td>{m['gold']:.3f}</td><td>{m.get('proxy', float('nan')):.3f}</td>"
-            f"<td>{m['kl']:.2f}</td><td>{m['length']:.1f}</td></tr>"
+            f"<tr><td>{html.escape(name)}</td><td>{m['gold']:.3f}</td><td>{m.get('win_rate', float('nan')):.1%}</td>"
+            f"<td>{m.get('proxy', float('nan')):.3f}</td><td>{m['kl']:.2f}</td><td>{m['length']:.1f}</td>"
+            f"<td>{m.get('distinct_2', float('nan')):.3f}</td></tr>"
             for name, m in policies.items()
         )
         parts.append(
             "<h2>Methods</h2><p>One sample per held-out prompt at temperature 1; KL is the sampled estimate of "
-            "KL(π ‖ π_SFT) per response.</p><table><tr><th>policy</th><th>gold reward ↑</th><th>proxy reward</th>"
-            f"<th>KL to reference</th><th>length</th></tr>{rows}</table>"
+            "KL(π ‖ π_SFT) per response; the win rate compares each policy's sample with the SFT policy's under "
+            "the gold judge (ties ½).</p><table><tr><th>policy</th><th>gold reward ↑</th><th>win rate vs SFT</th>"
+            f"<th>proxy reward</th><th>KL to reference</th><th>length</th><th>distinct-2</th></tr>{rows}</table>"
         )
         parts.append(f'<h2>Reward–KL frontier</h2><img src="{plot_frontier(policies, out)}" alt="frontier">')
     if hacking_runs:
@@ -160,6 +162,7 @@ def write_html_report(
         )
         + "</ul>"
         for name, metrics in {**summary.get("results", {}), **policies}.items()
+        if metrics.get("samples")
     )
     parts.append(f"<h2>Sample completions</h2>{samples}")
     style = (

@@ -15,9 +15,23 @@ def write_instruct_report(summary: dict[str, Any], out_dir: str | Path) -> Path:
     ]
     lines.append("|---|---|---|---|")
     for name, metrics in summary["results"].items():
-        lines.append(
-            f"| {name} | {metrics['response_nll']:.3f} | {metrics['follow_rate']:.1%} | {metrics['stop_rate']:.1%} |"
-        )
+        if "response_nll" in metrics:
+            lines.append(
+                f"| {name} | {metrics['response_nll']:.3f} | {metrics['follow_rate']:.1%} | {metrics['stop_rate']:.1%} |"
+            )
+    ppl = {
+        name: m["response_ppl_per_word"]
+        for name, m in summary["results"].items()
+        if "response_ppl_per_word" in m
+    }
+    if ppl:
+        lines += [
+            "",
+            "Perplexity per word of the held-out responses: "
+            + ", ".join(f"{name} {value:.2f}" for name, value in ppl.items())
+            + " (ngram: a word trigram model fitted on the corpus, add-0.1 smoothing).",
+        ]
+
     lines += [
         "",
         "Response NLL: mean negative log-likelihood per token of held-out reference responses.",
@@ -29,11 +43,12 @@ def write_instruct_report(summary: dict[str, Any], out_dir: str | Path) -> Path:
         lines += [
             "## Policies (one sample per held-out prompt, temperature 1)",
             "",
-            "| policy | gold reward ↑ | proxy (RM) reward | KL to SFT reference | length (tokens) |",
-            "|---|---|---|---|---|",
+            "| policy | gold reward ↑ | win rate vs SFT ↑ | proxy (RM) reward | KL to SFT reference | length | distinct-2 |",
+            "|---|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {name} | {m['gold']:.3f} | {m.get('proxy', float('nan')):.3f} | {m['kl']:.2f} | {m['length']:.1f} |"
+            f"| {name} | {m['gold']:.3f} | {m.get('win_rate', float('nan')):.1%} | {m.get('proxy', float('nan')):.3f} "
+            f"| {m['kl']:.2f} | {m['length']:.1f} | {m.get('distinct_2', float('nan')):.3f} |"
             for name, m in policies.items()
         ]
         lines.append("")
@@ -64,7 +79,7 @@ def write_instruct_report(summary: dict[str, Any], out_dir: str | Path) -> Path:
         **{f"{k} (sampled)": v for k, v in (policies or {}).items()},
     }.items():
         lines += [f"### {name}", ""]
-        for sample in metrics["samples"]:
+        for sample in metrics.get("samples", []):
             lines += [f"- **{sample['prompt']}** → {sample['completion'] or '(empty)'}"]
         lines.append("")
     path = Path(out_dir) / "report.md"
