@@ -76,3 +76,24 @@ def test_score_with_the_gold_judge(tmp_path, capsys):
     scores = [json.loads(line)["score"] for line in out.read_text().splitlines()]
     # The repeated words cost 0.5 × stutter (2 of 2 word pairs repeat) and 0.5 for not naming the phone.
     assert scores == [1.0, 0.0]
+
+
+def test_compare_a_policy_with_itself(make_model, tokenizer, tmp_path, capsys):
+    from tether.models import save_model
+
+    save_model(make_model(), tokenizer, tmp_path / "m")
+    out = tmp_path / "cmp.json"
+    args = [
+        f"policy={tmp_path / 'm'}",
+        f"reference={tmp_path / 'm'}",
+        "n_prompts=4",
+        "max_new_tokens=6",
+        f"output={out}",
+    ]
+    assert main(["compare", *args]) == 0
+    import json
+
+    result = json.loads(out.read_text())
+    # Same model, same seed: identical samples, so every comparison ties and the KL is exactly 0.
+    assert result["win_rate"] == 0.5 and result["policy/kl"] == 0.0
+    assert result["policy/gold"] == result["reference/gold"]

@@ -13,12 +13,14 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tether import TetherError, __version__
 from tether.config import (
     BestOfNConfig,
     CollectConfig,
+    CompareConfig,
     DistributionMatchingConfig,
     DPOConfig,
     EvalConfig,
@@ -165,6 +167,47 @@ def _nash_md(config: NashMDConfig, args: argparse.Namespace) -> Any:
     return run_nash_md(config)
 
 
+def _compare(config: CompareConfig, args: argparse.Namespace) -> Any:
+    from tether.algorithms.collect import load_prompts
+    from tether.algorithms.common import resolve_judge
+    from tether.eval.metrics import win_rate
+    from tether.eval.policy import evaluate_policy
+    from tether.models import load_causal_lm, load_tokenizer
+
+    prompts = load_prompts(config.prompts, config.n_prompts, config.seed, split="eval")
+    judge = resolve_judge(config.judge, config.seed, config.trust_remote_code)
+    reference = load_causal_lm(config.reference, config.trust_remote_code)
+    tokenizer = load_tokenizer(config.reference, config.trust_remote_code)
+    policy = load_causal_lm(config.policy, config.trust_remote_code)
+    runs = {}
+    for name, model in (("reference", reference), ("policy", policy)):
+        runs[name] = evaluate_policy(
+            model,
+            reference,
+            tokenizer,
+            judge,
+            prompts,
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            batch_size=config.batch_size,
+            seed=config.seed,
+        )
+    result = {
+        "win_rate": win_rate(runs["policy"]["gold_scores"], runs["reference"]["gold_scores"]),
+        **{
+            f"{name}/{key}": value
+            for name, m in runs.items()
+            for key, value in m.items()
+            if key not in {"gold_scores", "samples"}
+        },
+        "samples": runs["policy"]["samples"],
+    }
+    if config.output:
+        Path(config.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(config.output).write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return result
+
+
 def _pipeline(config: PipelineConfig, args: argparse.Namespace) -> Any:
     from tether.pipeline import run_pipeline
 
@@ -206,6 +249,7 @@ COMMANDS: dict[str, tuple[type, Callable[[Any, argparse.Namespace], Any], str]] 
     ),
     "best-of-n": (BestOfNConfig, _best_of_n, "Best-of-n sampling with a judge; reports its analytic KL."),
     "rft": (RFTConfig, _rft, "Rejection-sampling fine-tuning: rounds of best-of-n selection and SFT."),
+    "compare": (CompareConfig, _compare, "Win rate, gold reward and KL of a policy against its reference."),
     "score": (ScoreConfig, _score, "Score (prompt, completion) records with a reward model or judge."),
     "evaluate": (EvalConfig, _evaluate, "Evaluate a model on a gym task's held-out data."),
 }

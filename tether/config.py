@@ -418,6 +418,27 @@ class EvalConfig:
 
 
 @dataclass
+class CompareConfig:
+    """Compare a policy with its reference on held-out prompts: gold reward, win rate, KL, diversity."""
+
+    policy: str = option("runs/dpo", "The aligned policy (HF folder, .gguf, or 'smollm2').")
+    reference: str = option(
+        "runs/sft", "The reference it started from (win rate and KL are measured against it)."
+    )
+    judge: str = option(
+        "gym:reviews", "The judge of quality: 'gym:TASK', a reward-model folder or 'module:function'."
+    )
+    prompts: str = option("gym:reviews", "'gym:TASK' (its eval prompts) or a file of {\"prompt\"} records.")
+    n_prompts: int = option(128, "Held-out prompts, one sample each per model.", minimum=1)
+    max_new_tokens: int = option(64, "Longest response.", minimum=1)
+    temperature: float = option(1.0, "Sampling temperature.", minimum=0.0)
+    batch_size: int = option(32, "Rows per generation batch.", minimum=1)
+    seed: int = option(0, "Seed for sampling.")
+    output: str = option("", "Write the comparison as JSON here ('' = print only).")
+    trust_remote_code: bool = option(False, "Allow model code from the model folder.")
+
+
+@dataclass
 class PipelineConfig:
     """Pre-train → SFT → collect → reward model → DPO, PPO and GRPO → evaluate on a gym task."""
 
