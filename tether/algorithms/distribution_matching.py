@@ -9,8 +9,6 @@ The sampling, reference and logging loop is shared with the other online algorit
 
 from __future__ import annotations
 
-import torch
-
 from tether.algorithms.online import run_online
 from tether.config import DistributionMatchingConfig
 from tether.losses.distribution import brain_loss, dpg_loss
@@ -32,8 +30,6 @@ def distribution_loss(out: dict, minibatch: Experience, config: DistributionMatc
     losses, metrics = LOSSES[config.method](
         policy, proposal, reference, minibatch.scores, config.beta, group_size=config.group_size
     )
-    metrics["policy/entropy"] = (out["entropy"] * mask).sum() / mask.sum().clamp(min=1)
-    metrics["policy/clipfrac"] = torch.zeros(())
     return losses.sum() / (policy.shape[0] // config.group_size), metrics
 
 

@@ -33,8 +33,6 @@ def nash_loss(out: dict, minibatch: Experience, config: NashMDConfig, kl_coef: f
     policy = (out["logprobs"] * mask).sum(-1)
     reference = (minibatch.ref_logprobs * mask).sum(-1)
     losses, metrics = nash_md_loss(policy, minibatch.extras["preference"], reference, config.kl_coef)
-    metrics["policy/entropy"] = (out["entropy"] * mask).sum() / mask.sum().clamp(min=1)
-    metrics["policy/clipfrac"] = torch.zeros(())
     return losses.mean(), metrics
 
 

@@ -34,6 +34,7 @@ from tether.models.forward import token_logprobs
 from tether.models.lora import is_peft_model
 from tether.models.value import PolicyValue
 from tether.ops.kl import kl_estimate
+from tether.ops.masked import masked_mean
 from tether.rollout.experience import Experience, sample
 from tether.rollout.rewards import AdaptiveKLController, shaped_rewards
 
@@ -200,6 +201,9 @@ def run_online(
                     kl = kl_estimate(minibatch.old_logprobs, minibatch.ref_logprobs, config.kl_estimator)
                     experience.extras["kl"] = (kl * minibatch.response_mask).sum(-1)
                 loss, metrics = loss_fn(out, minibatch, config, kl_control.value)
+                # Every algorithm logs the same keys (DESIGN.md): fill those a loss does not report itself.
+                metrics.setdefault("policy/entropy", masked_mean(out["entropy"].detach(), minibatch.response_mask))
+                metrics.setdefault("policy/clipfrac", torch.zeros(()))
                 accelerator.backward(loss)
                 max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
                 metrics["grad_norm"] = accelerator.clip_grad_norm_(module.parameters(), max_norm)

@@ -56,9 +56,6 @@ def make_online_dpo_loss(config: OnlineDPOConfig) -> Callable[..., tuple[torch.T
             gamma=config.gamma,
         )
         metrics["pairs/decided"] = decided.mean()
-        # Entropy and clip metrics keep the log keys shared with the RL algorithms.
-        metrics["policy/entropy"] = (out["entropy"] * mask).sum() / mask.sum().clamp(min=1)
-        metrics["policy/clipfrac"] = torch.zeros(())
         return (losses * decided).sum() / decided.sum().clamp(min=1.0), metrics
 
     return loss_fn
