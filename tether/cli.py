@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import sys
@@ -40,18 +41,6 @@ from tether.config import (
 )
 
 
-def _pretrain(config: PretrainConfig, args: argparse.Namespace) -> Any:
-    from tether.algorithms.pretrain import run_pretrain
-
-    return run_pretrain(config)
-
-
-def _sft(config: SFTConfig, args: argparse.Namespace) -> Any:
-    from tether.algorithms.sft import run_sft
-
-    return run_sft(config)
-
-
 def _evaluate(config: EvalConfig, args: argparse.Namespace) -> Any:
     from tether.eval.instruct import evaluate_instruct
     from tether.gym import get_task
@@ -73,12 +62,6 @@ def _evaluate(config: EvalConfig, args: argparse.Namespace) -> Any:
 
         write_jsonl(config.output, [metrics])
     return metrics
-
-
-def _collect(config: CollectConfig, args: argparse.Namespace) -> Any:
-    from tether.algorithms.collect import run_collect
-
-    return run_collect(config)
 
 
 def _reward_model(config: RewardModelConfig, args: argparse.Namespace) -> Any:
@@ -105,24 +88,6 @@ def _score(config: ScoreConfig, args: argparse.Namespace) -> Any:
     return {"records": len(scores), "mean_score": sum(scores) / max(1, len(scores))}
 
 
-def _dpo(config: DPOConfig, args: argparse.Namespace) -> Any:
-    from tether.algorithms.dpo import run_dpo
-
-    return run_dpo(config)
-
-
-def _kto(config: KTOConfig, args: argparse.Namespace) -> Any:
-    from tether.algorithms.kto import run_kto
-
-    return run_kto(config)
-
-
-def _ppo(config: PPOConfig, args: argparse.Namespace) -> Any:
-    from tether.algorithms.ppo import run_ppo
-
-    return run_ppo(config)
-
-
 def _policy_gradient(estimator: str) -> Callable[[PGConfig, argparse.Namespace], Any]:
     def run(config: PGConfig, args: argparse.Namespace) -> Any:
         from tether.algorithms.policy_gradient import run_policy_gradient
@@ -134,24 +99,6 @@ def _policy_gradient(estimator: str) -> Callable[[PGConfig, argparse.Namespace],
     return run
 
 
-def _best_of_n(config: BestOfNConfig, args: argparse.Namespace) -> Any:
-    from tether.algorithms.rejection_sampling import run_best_of_n
-
-    return run_best_of_n(config)
-
-
-def _rft(config: RFTConfig, args: argparse.Namespace) -> Any:
-    from tether.algorithms.rejection_sampling import run_rft
-
-    return run_rft(config)
-
-
-def _online_dpo(config: OnlineDPOConfig, args: argparse.Namespace) -> Any:
-    from tether.algorithms.online_dpo import run_online_dpo
-
-    return run_online_dpo(config)
-
-
 def _distribution_matching(method: str) -> Callable[[DistributionMatchingConfig, argparse.Namespace], Any]:
     def run(config: DistributionMatchingConfig, args: argparse.Namespace) -> Any:
         from tether.algorithms.distribution_matching import run_distribution_matching
@@ -159,12 +106,6 @@ def _distribution_matching(method: str) -> Callable[[DistributionMatchingConfig,
         return run_distribution_matching(dataclasses.replace(config, method=method))
 
     return run
-
-
-def _nash_md(config: NashMDConfig, args: argparse.Namespace) -> Any:
-    from tether.algorithms.nash_md import run_nash_md
-
-    return run_nash_md(config)
 
 
 def _compare(config: CompareConfig, args: argparse.Namespace) -> Any:
@@ -215,19 +156,49 @@ def _pipeline(config: PipelineConfig, args: argparse.Namespace) -> Any:
     return {name: {k: v for k, v in m.items() if k != "samples"} for name, m in summary["results"].items()}
 
 
+def _stage(target: str) -> Callable[[Any, argparse.Namespace], Any]:
+    """Run ``module:function`` on the config; the module is imported only when its command runs."""
+
+    def run(config: Any, args: argparse.Namespace) -> Any:
+        module, _, function = target.partition(":")
+        return getattr(importlib.import_module(module), function)(config)
+
+    return run
+
+
 COMMANDS: dict[str, tuple[type, Callable[[Any, argparse.Namespace], Any], str]] = {
     "pipeline": (PipelineConfig, _pipeline, "Run the whole pipeline on a gym task (the main job)."),
-    "pretrain": (PretrainConfig, _pretrain, "Pre-train a causal LM by next-token prediction."),
-    "sft": (SFTConfig, _sft, "Supervised fine-tuning with loss on response tokens only."),
+    "pretrain": (
+        PretrainConfig,
+        _stage("tether.algorithms.pretrain:run_pretrain"),
+        "Pre-train a causal LM by next-token prediction.",
+    ),
+    "sft": (
+        SFTConfig,
+        _stage("tether.algorithms.sft:run_sft"),
+        "Supervised fine-tuning with loss on response tokens only.",
+    ),
     "collect": (
         CollectConfig,
-        _collect,
+        _stage("tether.algorithms.collect:run_collect"),
         "Sample K responses per prompt, rank them with a judge, write pairs.",
     ),
     "reward-model": (RewardModelConfig, _reward_model, "Train a Bradley–Terry reward model on preferences."),
-    "dpo": (DPOConfig, _dpo, "Offline preference optimisation: DPO and its family (IPO, SimPO, ORPO, …)."),
-    "kto": (KTOConfig, _kto, "KTO on thumbs-up/down data (or rankings: best up, worst down)."),
-    "ppo": (PPOConfig, _ppo, "PPO with a value head: reward − β·KL, GAE, clipped ratio, K epochs."),
+    "dpo": (
+        DPOConfig,
+        _stage("tether.algorithms.dpo:run_dpo"),
+        "Offline preference optimisation: DPO and its family (IPO, SimPO, ORPO, …).",
+    ),
+    "kto": (
+        KTOConfig,
+        _stage("tether.algorithms.kto:run_kto"),
+        "KTO on thumbs-up/down data (or rankings: best up, worst down).",
+    ),
+    "ppo": (
+        PPOConfig,
+        _stage("tether.algorithms.ppo:run_ppo"),
+        "PPO with a value head: reward − β·KL, GAE, clipped ratio, K epochs.",
+    ),
     "reinforce": (
         PGConfig,
         _policy_gradient("reinforce_baseline"),
@@ -241,14 +212,26 @@ COMMANDS: dict[str, tuple[type, Callable[[Any, argparse.Namespace], Any], str]] 
         _distribution_matching("brain"),
         "BRAIn: DPG with a self-normalised baseline.",
     ),
-    "nash-md": (NashMDConfig, _nash_md, "Nash-MD: preference self-play regularised towards the reference."),
+    "nash-md": (
+        NashMDConfig,
+        _stage("tether.algorithms.nash_md:run_nash_md"),
+        "Nash-MD: preference self-play regularised towards the reference.",
+    ),
     "online-dpo": (
         OnlineDPOConfig,
-        _online_dpo,
+        _stage("tether.algorithms.online_dpo:run_online_dpo"),
         "Online DPO: fresh pairs from the policy, labelled by a judge.",
     ),
-    "best-of-n": (BestOfNConfig, _best_of_n, "Best-of-n sampling with a judge; reports its analytic KL."),
-    "rft": (RFTConfig, _rft, "Rejection-sampling fine-tuning: rounds of best-of-n selection and SFT."),
+    "best-of-n": (
+        BestOfNConfig,
+        _stage("tether.algorithms.rejection_sampling:run_best_of_n"),
+        "Best-of-n sampling with a judge; reports its analytic KL.",
+    ),
+    "rft": (
+        RFTConfig,
+        _stage("tether.algorithms.rejection_sampling:run_rft"),
+        "Rejection-sampling fine-tuning: rounds of best-of-n selection and SFT.",
+    ),
     "compare": (CompareConfig, _compare, "Win rate, gold reward and KL of a policy against its reference."),
     "score": (ScoreConfig, _score, "Score (prompt, completion) records with a reward model or judge."),
     "evaluate": (EvalConfig, _evaluate, "Evaluate a model on a gym task's held-out data."),

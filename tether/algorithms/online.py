@@ -29,7 +29,7 @@ from tether.algorithms.common import finish_policy, load_policy, resolve_judge
 from tether.config import RLConfig
 from tether.engine.logging import MetricLogger
 from tether.engine.optim import build_optimizer, lr_multiplier, set_learning_rate
-from tether.losses.policy import aggregate
+from tether.losses.policy import aggregate, entropy_bonus, ppo_clip_loss
 from tether.models.forward import token_logprobs
 from tether.models.lora import is_peft_model
 from tether.models.value import PolicyValue
@@ -202,7 +202,9 @@ def run_online(
                     experience.extras["kl"] = (kl * minibatch.response_mask).sum(-1)
                 loss, metrics = loss_fn(out, minibatch, config, kl_control.value)
                 # Every algorithm logs the same keys (DESIGN.md): fill those a loss does not report itself.
-                metrics.setdefault("policy/entropy", masked_mean(out["entropy"].detach(), minibatch.response_mask))
+                metrics.setdefault(
+                    "policy/entropy", masked_mean(out["entropy"].detach(), minibatch.response_mask)
+                )
                 metrics.setdefault("policy/clipfrac", torch.zeros(()))
                 accelerator.backward(loss)
                 max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
@@ -250,3 +252,25 @@ def kl_loss_term(
     kl = kl_estimate(out["logprobs"], minibatch.ref_logprobs, config.kl_estimator)  # (N, A)
     term = aggregate(kl, minibatch.response_mask, config.loss_agg)
     return kl_coef * term, {"kl/loss_term": term.detach()}
+
+
+def clipped_policy_loss(
+    out: dict, minibatch: Experience, config: RLConfig, kl_coef: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The actor's loss every policy-gradient algorithm shares: PPO's clipped surrogate −min(ρÂ, clip(ρ)Â)
+    (plain REINFORCE when ρ = 1, on-policy), − ent_coef·entropy, + β·KL when KL is a loss term."""
+    mask = minibatch.response_mask
+    policy_loss, metrics = ppo_clip_loss(
+        out["logprobs"],
+        minibatch.old_logprobs,
+        minibatch.advantages,
+        mask,
+        config.clip_eps,
+        loss_agg=config.loss_agg,
+    )
+    entropy_loss, entropy_metrics = entropy_bonus(out["entropy"], mask, config.loss_agg)
+    kl_term, kl_metrics = kl_loss_term(out, minibatch, config, kl_coef)
+    metrics.update(entropy_metrics)
+    metrics.update(kl_metrics)
+    metrics["policy/loss"] = policy_loss.detach()
+    return policy_loss + config.ent_coef * entropy_loss + kl_term, metrics

@@ -19,9 +19,8 @@ from __future__ import annotations
 import torch
 
 from tether.advantages import compute_advantages, whiten_advantages
-from tether.algorithms.online import kl_loss_term, run_online
+from tether.algorithms.online import clipped_policy_loss, run_online
 from tether.config import PGConfig
-from tether.losses.policy import entropy_bonus, ppo_clip_loss
 from tether.rollout.experience import Experience
 
 SEQUENCE_LEVEL = {"rloo", "grpo", "dr_grpo"}  # estimators that compare whole-response scores in a group
@@ -58,21 +57,7 @@ def pg_advantages(experience: Experience, config: PGConfig, state: dict[str, flo
 
 def pg_loss(out: dict, minibatch: Experience, config: PGConfig, kl_coef: float) -> tuple[torch.Tensor, dict]:
     """−Â·ρ (clipped; ρ = 1 on-policy) − ent_coef·entropy (+ β·KL as a loss term, GRPO's way)."""
-    mask = minibatch.response_mask
-    policy_loss, metrics = ppo_clip_loss(
-        out["logprobs"],
-        minibatch.old_logprobs,
-        minibatch.advantages,
-        mask,
-        config.clip_eps,
-        loss_agg=config.loss_agg,
-    )
-    entropy_loss, entropy_metrics = entropy_bonus(out["entropy"], mask, config.loss_agg)
-    kl_term, kl_metrics = kl_loss_term(out, minibatch, config, kl_coef)
-    metrics.update(entropy_metrics)
-    metrics.update(kl_metrics)
-    metrics["policy/loss"] = policy_loss.detach()
-    return policy_loss + config.ent_coef * entropy_loss + kl_term, metrics
+    return clipped_policy_loss(out, minibatch, config, kl_coef)
 
 
 def run_policy_gradient(config: PGConfig) -> dict[str, float]:

@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 
 from tether.advantages import compute_advantages, whiten_advantages
-from tether.algorithms.online import kl_loss_term, run_online
+from tether.algorithms.online import clipped_policy_loss, run_online
 from tether.config import PPOConfig
-from tether.losses.policy import entropy_bonus, ppo_clip_loss, value_loss
+from tether.losses.policy import value_loss
 from tether.rollout.experience import Experience
 
 
@@ -42,32 +42,19 @@ def ppo_advantages(experience: Experience, config: PPOConfig) -> None:
 def ppo_loss(
     out: dict, minibatch: Experience, config: PPOConfig, kl_coef: float
 ) -> tuple[torch.Tensor, dict]:
-    """Clipped surrogate + vf_coef · value MSE − ent_coef · entropy (+ β·KL when it is a loss term)."""
-    mask = minibatch.response_mask
-    policy_loss, metrics = ppo_clip_loss(
-        out["logprobs"],
-        minibatch.old_logprobs,
-        minibatch.advantages,
-        mask,
-        config.clip_eps,
-        loss_agg=config.loss_agg,
-    )
+    """Clipped surrogate − ent_coef · entropy (+ β·KL when it is a loss term) + vf_coef · value MSE."""
+    actor_loss, metrics = clipped_policy_loss(out, minibatch, config, kl_coef)
     critic_loss, value_metrics = value_loss(
         out["values"],
         minibatch.returns,
-        mask,
+        minibatch.response_mask,
         old_values=minibatch.values,
         clip_range=config.value_clip or None,
         loss_agg=config.loss_agg,
     )
-    entropy_loss, entropy_metrics = entropy_bonus(out["entropy"], mask, config.loss_agg)
-    kl_term, kl_metrics = kl_loss_term(out, minibatch, config, kl_coef)
-    loss = policy_loss + config.vf_coef * critic_loss + config.ent_coef * entropy_loss + kl_term
     metrics.update(value_metrics)
-    metrics.update(entropy_metrics)
-    metrics.update(kl_metrics)
-    metrics["policy/loss"], metrics["value/loss"] = policy_loss.detach(), critic_loss.detach()
-    return loss, metrics
+    metrics["value/loss"] = critic_loss.detach()
+    return actor_loss + config.vf_coef * critic_loss, metrics
 
 
 def run_ppo(config: PPOConfig) -> dict[str, float]:
