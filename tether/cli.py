@@ -22,9 +22,12 @@ from tether.config import (
     BestOfNConfig,
     CollectConfig,
     CompareConfig,
+    CritiqueReviseConfig,
     DistributionMatchingConfig,
     DPOConfig,
     EvalConfig,
+    IterativeDPOConfig,
+    JudgeAgreementConfig,
     KTOConfig,
     NashMDConfig,
     OnlineDPOConfig,
@@ -86,6 +89,41 @@ def _score(config: ScoreConfig, args: argparse.Namespace) -> Any:
     if config.output:
         write_jsonl(config.output, ({**r.data, "score": s} for r, s in zip(records, scores)))
     return {"records": len(scores), "mean_score": sum(scores) / max(1, len(scores))}
+
+
+def _judge_agreement(config: JudgeAgreementConfig, args: argparse.Namespace) -> Any:
+    from tether.algorithms.common import resolve_judge
+    from tether.data.preference import load_pairs
+    from tether.data.readers import read_records, write_jsonl
+    from tether.eval.judge import judge_agreement
+
+    if not config.judge or not config.pairs:
+        raise TetherError(
+            "judge-agreement: set judge=… and pairs=FILE (records with prompt, chosen, rejected)"
+        )
+    pairs = load_pairs(read_records(config.pairs))[: config.n_pairs]
+    prompts, chosen, rejected = (
+        [p.prompt for p in pairs],
+        [p.chosen for p in pairs],
+        [p.rejected for p in pairs],
+    )
+    dropped = 0
+    if config.gold:
+        gold = resolve_judge(config.gold, config.seed)
+        first, second = gold.score(prompts, chosen), gold.score(prompts, rejected)
+        keep = [i for i, (a, b) in enumerate(zip(first, second)) if a != b]
+        dropped = len(pairs) - len(keep)
+        swapped = [first[i] < second[i] for i in keep]
+        prompts = [prompts[i] for i in keep]
+        chosen, rejected = (
+            [rejected[i] if s else chosen[i] for i, s in zip(keep, swapped)],
+            [chosen[i] if s else rejected[i] for i, s in zip(keep, swapped)],
+        )
+    judge = resolve_judge(config.judge, config.seed, config.trust_remote_code)
+    report = {**judge_agreement(judge, prompts, chosen, rejected, config.seed), "gold_ties_dropped": dropped}
+    if config.output:
+        write_jsonl(config.output, [report])
+    return report
 
 
 def _policy_gradient(estimator: str) -> Callable[[PGConfig, argparse.Namespace], Any]:
@@ -222,6 +260,11 @@ COMMANDS: dict[str, tuple[type, Callable[[Any, argparse.Namespace], Any], str]] 
         _stage("tether.algorithms.online_dpo:run_online_dpo"),
         "Online DPO: fresh pairs from the policy, labelled by a judge.",
     ),
+    "iterative-dpo": (
+        IterativeDPOConfig,
+        _stage("tether.algorithms.online_dpo:run_iterative_dpo"),
+        "Iterative DPO: rounds of sampling from the current policy, judge labels, and DPO.",
+    ),
     "best-of-n": (
         BestOfNConfig,
         _stage("tether.algorithms.rejection_sampling:run_best_of_n"),
@@ -231,6 +274,16 @@ COMMANDS: dict[str, tuple[type, Callable[[Any, argparse.Namespace], Any], str]] 
         RFTConfig,
         _stage("tether.algorithms.rejection_sampling:run_rft"),
         "Rejection-sampling fine-tuning: rounds of best-of-n selection and SFT.",
+    ),
+    "critique-revise": (
+        CritiqueReviseConfig,
+        _stage("tether.algorithms.constitutional:run_critique_revise"),
+        "Constitutional AI: answer, self-critique by a principle, revise; the revisions become SFT data.",
+    ),
+    "judge-agreement": (
+        JudgeAgreementConfig,
+        _judge_agreement,
+        "A judge's agreement with gold labels on held-out pairs, with and without order swapping.",
     ),
     "compare": (CompareConfig, _compare, "Win rate, gold reward and KL of a policy against its reference."),
     "score": (ScoreConfig, _score, "Score (prompt, completion) records with a reward model or judge."),

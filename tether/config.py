@@ -146,6 +146,7 @@ class CollectConfig:
     )
     prompts: str = option("gym:reviews", "'gym:TASK' (its train prompts) or a file of {\"prompt\"} records.")
     n_prompts: int = option(512, "How many prompts to use.", minimum=1)
+    split: Literal["train", "eval", "test"] = option("train", "Which of a gym task's prompt splits to use.")
     num_samples: int = option(4, "Completions sampled per prompt (K).", minimum=2)
     temperature: float = option(1.0, "Sampling temperature.", minimum=0.0)
     top_p: float = option(1.0, "Nucleus sampling mass.", minimum=0.0)
@@ -318,6 +319,32 @@ class OnlineDPOConfig(RLConfig):
 
 
 @dataclass
+class IterativeDPOConfig(DPOConfig):
+    """Iterative DPO: rounds of sample K per prompt from the current policy → label with a judge → DPO."""
+
+    output_dir: str = option(
+        "runs/iterative_dpo", "Folder with one sub-folder per round; the last is the result."
+    )
+    judge: str = option(
+        "runs/reward_model", "Labels the pairs: a reward model, a judge YAML, 'gym:TASK', 'module:function'."
+    )
+    gold: str = option("", "A hidden judge reported each round (e.g. 'gym:reviews').")
+    prompts: str = option("gym:reviews", "'gym:TASK' (its train prompts) or a file of {\"prompt\"} records.")
+    rounds: int = option(3, "Rounds of sample → label → DPO.", minimum=1)
+    n_prompts: int = option(256, "Prompts sampled per round (fresh ones each round).", minimum=1)
+    num_samples: int = option(
+        2, "Responses per prompt; every ordered pair the judge separates is used.", minimum=2
+    )
+    max_new_tokens: int = option(64, "Longest response.", minimum=1)
+    temperature: float = option(1.0, "Sampling temperature.", minimum=0.0)
+    reference: Literal["initial", "previous"] = option(
+        "initial", "The DPO reference of each round: the starting model, or the previous round's policy."
+    )
+    data: str = option("", "Unused: each round collects its own pairs.")
+    eval_fraction: float = option(0.0, "Fraction of each round's pairs held out.", minimum=0.0)
+
+
+@dataclass
 class DistributionMatchingConfig(RLConfig):
     """DPG and BRAIn: fit π_θ to p*(y|x) ∝ π_ref(y|x)·exp(r(x, y)/β) from G samples per prompt."""
 
@@ -341,7 +368,16 @@ class NashMDConfig(RLConfig):
     output_dir: str = option("runs/nash_md", "Folder for the optimised policy and its metrics.")
     kl_coef: float = option(0.05, "τ: weight of KL(π ‖ π_ref).", minimum=0.0)
     preference_scale: float = option(
-        1.0, "P(y ≻ y') = σ((r(y) − r(y'))/scale) from the judge's scores.", minimum=0.0
+        1.0,
+        "P(y ≻ y') = σ((r(y) − r(y'))/scale) from a scalar judge's scores (a pairwise judge gives P itself).",
+        minimum=0.0,
+    )
+    opponent: Literal["mixture", "self"] = option(
+        "mixture",
+        "mixture: y' from π^{1−β}·π_ref^β token by token (the paper's Nash-MD); self: a second sample of π.",
+    )
+    mixture_coef: float = option(
+        0.5, "β of the mixture opponent (0 = self-play, 1 = the reference).", minimum=0.0
     )
     group_size: int = option(2, "Player and opponent samples per prompt.", minimum=2)
     batch_size: int = option(16, "Prompts per iteration.", minimum=1)
@@ -399,6 +435,60 @@ class ScoreConfig:
     judge: str = option("runs/reward_model", "A reward-model folder, 'gym:TASK', or 'module:function'.")
     output: str = option("", "Output JSONL (input records plus 'score'); '' = print a summary only.")
     batch_size: int = option(32, "Records per batch.", minimum=1)
+    trust_remote_code: bool = option(False, "Allow model code from the model folder.")
+
+
+@dataclass
+class JudgeConfig:
+    """An LLM judge (RLAIF): give the path of a YAML file of these fields wherever a judge or reward is
+    asked for (``judge=…``, ``reward=…``)."""
+
+    model: str = option("smollm2", "The judge model (HF folder, .gguf, or 'smollm2').")
+    kind: Literal["pairwise", "pointwise"] = option(
+        "pairwise", "pairwise: multiple-choice (A)/(B); pointwise: a 1–10 rating."
+    )
+    constitution: str = option(
+        "builtin:reviews", "Principles: a YAML file, or 'builtin:NAME' (reviews, harmless)."
+    )
+    principle_mode: Literal["all", "sample"] = option(
+        "all", "Average over every principle, or sample one per judgement."
+    )
+    swap: bool = option(True, "Pairwise: judge both orders and average (cancels position bias).")
+    chat_template: bool = option(True, "Ask the question as a user turn of the judge's chat template.")
+    batch_size: int = option(8, "Judge prompts per forward.", minimum=1)
+    seed: int = option(0, "Seed for sampling principles.")
+    trust_remote_code: bool = option(False, "Allow model code from the model folder.")
+
+
+@dataclass
+class JudgeAgreementConfig:
+    """How often a judge agrees with gold labels on held-out pairs, with and without order swapping."""
+
+    judge: str = option("", "The judge under test: a judge YAML, a reward-model folder, 'gym:TASK', …")
+    pairs: str = option("", "Pairs (prompt, chosen, rejected); chosen is the label unless 'gold' is set.")
+    gold: str = option("", "Relabel the pairs with this judge (e.g. 'gym:reviews'); gold ties are dropped.")
+    n_pairs: int = option(200, "How many pairs to use.", minimum=1)
+    seed: int = option(0, "Seed for which response of a pair is shown first.")
+    output: str = option("", "Write the report as JSON here ('' = print only).")
+    trust_remote_code: bool = option(False, "Allow model code from the model folder.")
+
+
+@dataclass
+class CritiqueReviseConfig:
+    """Constitutional AI's supervised phase: sample, self-critique by a principle, revise; keep revisions."""
+
+    output_dir: str = option("runs/critique_revise", "Folder for sft.jsonl (the revisions) and trace.jsonl.")
+    model: str = option(
+        "smollm2", "The model that answers, critiques and revises (HF folder, .gguf, 'smollm2')."
+    )
+    prompts: str = option("gym:reviews", "'gym:TASK' (its train prompts) or a file of {\"prompt\"} records.")
+    n_prompts: int = option(64, "How many prompts.", minimum=1)
+    constitution: str = option("builtin:reviews", "Principles with critique and revision requests.")
+    revisions: int = option(1, "Critique–revision rounds per response.", minimum=1)
+    max_new_tokens: int = option(96, "Longest response, critique or revision.", minimum=1)
+    temperature: float = option(0.7, "Sampling temperature (0 = greedy).", minimum=0.0)
+    batch_size: int = option(16, "Prompts per generation batch.", minimum=1)
+    seed: int = option(0, "Seed for sampling and for the principle drawn for each prompt.")
     trust_remote_code: bool = option(False, "Allow model code from the model folder.")
 
 

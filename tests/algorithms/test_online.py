@@ -169,19 +169,29 @@ def test_short_online_dpo_run(tiny_folder, tmp_path):
 
 
 def test_nash_pairs_play_each_other():
-    experience = Experience(
-        prompts=["a"] * 4,
-        completions=[""] * 4,
-        sequences=torch.zeros(4, 2, dtype=torch.long),
-        attention_mask=torch.ones(4, 2),
-        response_mask=torch.ones(4, 1),
-        finished=torch.ones(4, dtype=torch.bool),
-        old_logprobs=None,
-        scores=torch.tensor([2.0, 0.0, 1.0, 1.0]),
-    )
-    pair_preferences(experience, NashMDConfig(preference_scale=2.0))
+    def experience(scores, pairwise):
+        return Experience(
+            prompts=["a"] * 4,
+            completions=[""] * 4,
+            sequences=torch.zeros(4, 2, dtype=torch.long),
+            attention_mask=torch.ones(4, 2),
+            response_mask=torch.ones(4, 1),
+            finished=torch.ones(4, dtype=torch.bool),
+            old_logprobs=None,
+            scores=torch.tensor(scores),
+            extras={"judge_pairwise": torch.full((4,), float(pairwise))},
+        )
+
+    scalar = experience([2.0, 0.0, 1.0, 1.0], pairwise=False)
+    pair_preferences(scalar, NashMDConfig(preference_scale=2.0, opponent="self"))
     p = 1 / (1 + math.exp(-1.0))  # σ((2 − 0)/2)
-    torch.testing.assert_close(experience.extras["preference"], torch.tensor([p, 1 - p, 0.5, 0.5]))
+    torch.testing.assert_close(scalar.extras["preference"], torch.tensor([p, 1 - p, 0.5, 0.5]))
+    assert scalar.extras["player"].tolist() == [1, 1, 1, 1]  # self-play: both rows are players
+    # A pairwise judge's round-robin score of a row in a pair is already P(row ≻ partner).
+    judged = experience([0.8, 0.2, 0.3, 0.7], pairwise=True)
+    pair_preferences(judged, NashMDConfig(opponent="mixture"))
+    torch.testing.assert_close(judged.extras["preference"], torch.tensor([0.8, 0.2, 0.3, 0.7]))
+    assert judged.extras["player"].tolist() == [1, 0, 1, 0]  # the mixture opponent is not trained on
 
 
 @pytest.mark.parametrize("method", ["dpg", "brain", "nash-md"])
@@ -198,7 +208,7 @@ def test_short_distribution_matching_and_nash_runs(tiny_folder, tmp_path, method
         "tensorboard=false",
         "n_prompts=8",
     ]
-    if method == "nash-md":
+    if method == "nash-md":  # the default opponent: the geometric mixture with the reference
         row = run_nash_md(load_config(NashMDConfig, None, overrides))
         assert 0 <= row["nash/preference"] <= 1
     else:
@@ -206,3 +216,57 @@ def test_short_distribution_matching_and_nash_runs(tiny_folder, tmp_path, method
         row = run_distribution_matching(config)
         assert 1 <= row["distribution/ess"] <= config.group_size
     assert row["loss"] == row["loss"] and (out / "config.json").exists()
+
+
+@pytest.mark.parametrize("command", ["reinforce", "ppo"])
+def test_an_interrupted_online_run_resumes_to_the_same_policy(tiny_folder, tmp_path, monkeypatch, command):
+    """4 steps straight == 2 steps, a crash, and a resume from the step-2 checkpoint (policy, value head,
+    optimiser, RNG states, β and REINFORCE's moving baseline all restored)."""
+    import tether.algorithms.online as online
+    from tether.models import load_causal_lm
+
+    def overrides(out):
+        base = [f"model={tiny_folder}", "reward=gym:reviews", f"output_dir={out}", "max_steps=4",
+                "batch_size=4", "minibatch_size=2", "max_new_tokens=6", "progress=false",
+                "tensorboard=false", "n_prompts=16", "target_kl=0.5", "save_every=2"]  # fmt: skip
+        return base + (
+            ["critic=head", "ppo_epochs=2"]
+            if command == "ppo"
+            else ["estimator=reinforce_baseline", "whiten_advantages=false"]
+        )
+
+    def run(out, resume=False):
+        extra = ["resume=true"] if resume else []
+        if command == "ppo":
+            return run_ppo(load_config(PPOConfig, None, overrides(out) + extra))
+        return run_policy_gradient(load_config(PGConfig, None, overrides(out) + extra))
+
+    torch.manual_seed(123)
+    run(tmp_path / "straight")
+
+    real, calls = online.make_experience, {"n": 0}
+
+    def crash_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(online, "make_experience", crash_on_third)
+    torch.manual_seed(123)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tmp_path / "resumed")
+    monkeypatch.setattr(online, "make_experience", real)
+    torch.manual_seed(999)  # whatever the RNG now holds, the checkpoint's RNG states take over
+    run(tmp_path / "resumed", resume=True)
+
+    straight = load_causal_lm(str(tmp_path / "straight")).state_dict()
+    resumed = load_causal_lm(str(tmp_path / "resumed")).state_dict()
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, atol=1e-6, rtol=0, msg=name)
+    logged = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    straight_log = [
+        json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
+    assert [r["kl_coef"] for r in logged] == pytest.approx([r["kl_coef"] for r in straight_log])

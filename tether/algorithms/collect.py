@@ -1,7 +1,8 @@
 """Collect preferences: sample K responses per prompt from the policy, rank them with a judge, and write
 rankings (``rankings.jsonl``) and the pairs they imply (``pairs.jsonl``) — the lectures' data-gathering step.
 
-The judge plays the human: the gym's gold reward, a Python function, a reward model, or an LLM judge.
+The judge plays the human: the gym's gold reward, a Python function, a reward model, or an LLM judge
+(RLAIF; a pairwise judge ranks the K samples by their mean probability of beating the others).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def load_prompts(spec: str, n: int, seed: int, split: str = "train") -> list:
 
 def run_collect(config: CollectConfig) -> dict[str, float]:
     """Write rankings and pairs; return how many and the judge's mean score of the samples."""
-    prompts = load_prompts(config.prompts, config.n_prompts, config.seed)
+    prompts = load_prompts(config.prompts, config.n_prompts, config.seed, config.split)
     judge = resolve_judge(config.judge, config.seed, config.trust_remote_code)
     policy = load_causal_lm(config.policy, config.trust_remote_code)
     tokenizer = load_tokenizer(config.policy, config.trust_remote_code)

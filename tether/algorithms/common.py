@@ -72,7 +72,8 @@ def count_loss_tokens(batch: dict) -> int:
 
 
 def resolve_judge(spec: str, seed: int = 0, trust_remote_code: bool = False) -> Any:
-    """A judge from a spec: ``gym:TASK`` (the task's gold reward), ``module:function``, or a reward-model folder."""
+    """A judge from a spec: ``gym:TASK`` (the task's gold reward), ``module:function``, a judge YAML file
+    (an LLM judge, see ``JudgeConfig``), or a reward-model folder."""
     from pathlib import Path
 
     from tether.judges import FunctionJudge, RewardModelJudge, import_function
@@ -81,7 +82,30 @@ def resolve_judge(spec: str, seed: int = 0, trust_remote_code: bool = False) -> 
     if spec.startswith(GYM_PREFIX):
         task = get_task(spec[len(GYM_PREFIX) :], seed=seed)
         return FunctionJudge(task.gold_rewards, name=f"gold:{task.name}")
+    if spec.endswith((".yaml", ".yml")):
+        return load_llm_judge(spec)
     if ":" in spec and not Path(spec).exists():
         return FunctionJudge(import_function(spec), name=spec)
     model = load_reward_model(spec, trust_remote_code)
     return RewardModelJudge(model, load_tokenizer(spec, trust_remote_code))
+
+
+def load_llm_judge(path: str, overrides: list[str] | None = None) -> Any:
+    """The pairwise or pointwise LLM judge a ``JudgeConfig`` YAML file describes."""
+    from tether.config import JudgeConfig, load_config
+    from tether.judges.constitution import load_constitution
+    from tether.judges.llm import PairwiseLLMJudge, PointwiseLLMJudge
+
+    config = load_config(JudgeConfig, path, overrides)
+    constitution = load_constitution(config.constitution)
+    model = load_causal_lm(config.model, config.trust_remote_code).requires_grad_(False)
+    tokenizer = load_tokenizer(config.model, config.trust_remote_code)
+    common = {
+        "principle_mode": config.principle_mode,
+        "chat": config.chat_template,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+    }
+    if config.kind == "pairwise":
+        return PairwiseLLMJudge(model, tokenizer, constitution, swap=config.swap, **common)
+    return PointwiseLLMJudge(model, tokenizer, constitution, **common)

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from tether.algorithms.collect import load_prompts
 from tether.algorithms.common import finish_policy, load_policy, resolve_judge
 from tether.config import RLConfig
+from tether.engine.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from tether.engine.logging import MetricLogger
 from tether.engine.optim import build_optimizer, lr_multiplier, set_learning_rate
 from tether.losses.policy import aggregate, entropy_bonus, ppo_clip_loss
@@ -40,6 +41,7 @@ from tether.rollout.rewards import AdaptiveKLController, shaped_rewards
 
 AdvantageFn = Callable[[Experience, RLConfig], None]
 LossFn = Callable[[dict, Experience, RLConfig, float], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+OpponentFn = Callable[[Any, torch.Tensor], list]
 
 
 def forward(
@@ -80,8 +82,10 @@ def make_experience(
     prompts: list,
     config: RLConfig,
     kl_coef: float,
+    opponent: OpponentFn | None = None,
 ) -> Experience:
-    """Steps 1–4 of the module docstring."""
+    """Steps 1–4 of the module docstring. ``opponent(reference, prompt_attention_mask)`` may give logits
+    processors that change how some rows are sampled (Nash-MD's geometric-mixture opponent)."""
     experience = sample(
         module.policy,
         tokenizer,
@@ -90,6 +94,7 @@ def make_experience(
         config.max_new_tokens,
         config.temperature,
         config.top_p,
+        logits_processors=(lambda mask: opponent(reference, mask)) if opponent else None,
     )
     experience.ref_logprobs = reference_logprobs(reference, experience, config.temperature)
     if single_on_policy_update(config, module, len(experience.prompts)):
@@ -105,6 +110,8 @@ def make_experience(
     if config.unfinished_penalty:
         scores = torch.where(experience.finished, scores, torch.full_like(scores, config.unfinished_penalty))
     experience.scores = scores
+    # A pairwise judge's score of a row is its probability of beating its group (judges/llm.py).
+    experience.extras["judge_pairwise"] = torch.full_like(scores, float(getattr(scorer, "pairwise", False)))
     logprobs = experience.ref_logprobs if experience.old_logprobs is None else experience.old_logprobs
     experience.rewards, kl = shaped_rewards(
         scores,
@@ -139,9 +146,19 @@ def single_on_policy_update(config: RLConfig, module: PolicyValue, n: int) -> bo
 
 
 def run_online(
-    config: RLConfig, value_mode: str, advantage_fn: AdvantageFn, loss_fn: LossFn
+    config: RLConfig,
+    value_mode: str,
+    advantage_fn: AdvantageFn,
+    loss_fn: LossFn,
+    opponent: OpponentFn | None = None,
+    state: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    """The shared loop; returns the last iteration's metrics."""
+    """The shared loop; returns the last iteration's metrics.
+
+    ``state``: what an algorithm carries across iterations (REINFORCE's moving baseline); it is saved in
+    checkpoints (every ``save_every`` steps: policy, value head, optimiser, RNG states, β) and restored,
+    in place, by ``resume``. A resumed run continues exactly as the uninterrupted one would."""
+    state = {} if state is None else state
     policy, tokenizer = load_policy(config)
     # The frozen reference: with LoRA, the policy itself with adapters off; else a copy of the start.
     reference = policy if is_peft_model(policy) else copy.deepcopy(policy).requires_grad_(False).eval()
@@ -159,19 +176,28 @@ def run_online(
         (config.adam_beta1, config.adam_beta2),
     )
     module, optimizer = accelerator.prepare(module, optimizer)
-    logger = MetricLogger(config.output_dir, accelerator.is_main_process, config.tensorboard)
+    logger = MetricLogger(
+        config.output_dir, accelerator.is_main_process, config.tensorboard, fresh=not config.resume
+    )
     kl_control = AdaptiveKLController(config.kl_coef, config.target_kl or None)
+    first_step, samples_seen = 0, 0
+    if config.resume and (found := list_checkpoints(config.output_dir)):
+        saved = load_checkpoint(accelerator, found[-1])  # the reference above stays the initial policy
+        first_step, samples_seen, kl_control.value = saved["step"], saved["samples_seen"], saved["kl_coef"]
+        state.update(saved["algorithm"])
+        tqdm.write(f"resume: continuing from {found[-1]} (step {first_step} of {config.max_steps})")
     warmup = round(config.warmup_ratio * config.max_steps)
     bar = tqdm(
         total=config.max_steps,
+        initial=first_step,
         desc=f"rl {config.output_dir}",
         disable=not config.progress,
         dynamic_ncols=True,
     )
     row: dict[str, float] = {}
-    samples_seen, started = 0, time.perf_counter()
+    started, seen_at_start = time.perf_counter(), samples_seen
 
-    for step in range(config.max_steps):
+    for step in range(first_step, config.max_steps):
         start = (step * config.batch_size) % len(prompts)
         batch_prompts = [prompts[(start + i) % len(prompts)] for i in range(config.batch_size)]
         experience = make_experience(
@@ -182,6 +208,7 @@ def run_online(
             batch_prompts,
             config,
             kl_control.value,
+            opponent,
         )
         advantage_fn(experience, config)  # fills experience.advantages (and .returns)
 
@@ -227,12 +254,15 @@ def run_online(
                 "response/length": float(experience.response_mask.sum(-1).float().mean()),
                 "response/finished": float(experience.finished.float().mean()),
                 "lr": lr,
-                "samples_per_s": samples_seen / (time.perf_counter() - started),
+                "samples_per_s": (samples_seen - seen_at_start) / (time.perf_counter() - started),
             }
         )
         if gold is not None:
             row["reward/gold"] = sum(gold.score(experience.prompts, experience.completions)) / n
         logger.log(step + 1, row)
+        if config.save_every and (step + 1) % config.save_every == 0:
+            progress = {"samples_seen": samples_seen, "kl_coef": kl_control.value, "algorithm": state}
+            save_checkpoint(accelerator, config.output_dir, step + 1, progress, config.keep_checkpoints)
         bar.update(1)
         bar.set_postfix(
             score=f"{row['reward/score']:.2f}", kl=f"{kl:.2f}", gold=f"{row.get('reward/gold', 0):.2f}"

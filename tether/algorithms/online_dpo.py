@@ -1,5 +1,6 @@
 """Online DPO (Guo et al. 2024, "Direct Language Model Alignment from Online AI Feedback"): the DPO
-family's losses on fresh pairs from the current policy.
+family's losses on fresh pairs from the current policy; and iterative DPO, the same in rounds
+(``run_iterative_dpo``, at the end of this file).
 
 Each step: sample two responses per prompt from π_θ → the judge scores both, the higher is chosen (ties
 carry no weight) → log π_ref of both from the frozen reference → one gradient step on a loss of
@@ -9,13 +10,19 @@ reference and logging loop is the one every online algorithm shares (``online.py
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
+from tether.algorithms.common import resolve_judge
 from tether.algorithms.dpo import parse_loss_spec, uses_reference
 from tether.algorithms.online import run_online
-from tether.config import OnlineDPOConfig
+from tether.config import IterativeDPOConfig, OnlineDPOConfig
 from tether.losses.preference import combined_preference_loss
 from tether.rollout.experience import Experience
 
@@ -68,3 +75,77 @@ def run_online_dpo(config: OnlineDPOConfig) -> dict[str, float]:
 
         raise ConfigError("field 'group_size': online DPO samples exactly 2 responses per prompt (a pair)")
     return run_online(config, "none", label_pairs, make_online_dpo_loss(config))
+
+
+def run_iterative_dpo(config: IterativeDPOConfig) -> dict[str, Any]:
+    """Iterative DPO (Xu et al. 2023, "Some Things Are More Cringe than Others", §3; Yuan et al. 2024,
+    "Self-Rewarding Language Models", §2.3): each round samples ``num_samples`` responses per fresh prompt
+    from the current policy (``collect``), labels them with the judge, and runs offline DPO on those
+    pairs, against the initial model or the previous round's policy (``reference``). Between the offline
+    (one round, fixed data) and online (one step per batch) ends of the same idea.
+    """
+    from tether.algorithms.collect import load_prompts, run_collect
+    from tether.algorithms.dpo import run_dpo
+    from tether.config import CollectConfig, DPOConfig
+    from tether.models import load_causal_lm, load_tokenizer
+    from tether.rollout import generate
+
+    root = Path(config.output_dir)
+    initial, policy_path = config.ref_model or config.model, config.model
+    history = []
+    gold = resolve_judge(config.gold, config.seed) if config.gold else None
+    for round_index in tqdm(range(config.rounds), desc="iterative dpo rounds"):
+        folder = root / f"round-{round_index}"
+        seed = config.seed + round_index
+        collected = run_collect(
+            CollectConfig(
+                output_dir=str(folder / "collect"),
+                policy=policy_path,
+                judge=config.judge,
+                prompts=config.prompts,
+                n_prompts=config.n_prompts,
+                num_samples=config.num_samples,
+                temperature=config.temperature,
+                max_new_tokens=config.max_new_tokens,
+                seed=seed,
+                trust_remote_code=config.trust_remote_code,
+            )
+        )
+        entry: dict[str, Any] = {"round": round_index, "pairs": collected["pairs"]}
+        if gold is not None:
+            entry["gold/policy"] = _mean_gold(gold, folder / "collect" / "rankings.jsonl")
+        dpo = DPOConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(DPOConfig)})
+        dpo = dataclasses.replace(
+            dpo,
+            model=policy_path,
+            ref_model=initial if config.reference == "initial" else "",
+            data=str(folder / "collect" / "pairs.jsonl"),
+            output_dir=str(folder),
+            seed=seed,
+        )
+        metrics = run_dpo(dpo)
+        entry.update({f"dpo/{k}": v for k, v in metrics.items() if "accuracy" in k or "margin" in k})
+        history.append(entry)
+        tqdm.write(f"iterative dpo round {round_index}: {entry}")
+        policy_path = str(folder)
+    result: dict[str, Any] = {"rounds": history, "final": policy_path}
+    if gold is not None:  # the final policy on the prompts a next round would use
+        prompts = load_prompts(config.prompts, config.n_prompts, config.seed + config.rounds)
+        completions = generate(
+            load_causal_lm(policy_path),
+            load_tokenizer(policy_path),
+            prompts,
+            config.max_new_tokens,
+            do_sample=True,
+            temperature=config.temperature,
+        ).completions
+        result["gold/final"] = sum(gold.score(prompts, completions)) / len(prompts)
+    return result
+
+
+def _mean_gold(gold: Any, rankings: Path) -> float:
+    """The gold judge's mean score of every response sampled in a round (the policy before its update)."""
+    rows = [json.loads(line) for line in rankings.read_text(encoding="utf-8").splitlines()]
+    prompts = [r["prompt"] for r in rows for _ in r["completions"]]
+    completions = [c for r in rows for c in r["completions"]]
+    return sum(gold.score(prompts, completions)) / len(completions)

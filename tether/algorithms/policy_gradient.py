@@ -69,4 +69,6 @@ def run_policy_gradient(config: PGConfig) -> dict[str, float]:
             f"field 'group_size': {config.estimator} compares samples of a prompt; use at least 2"
         )
     state = {"baseline": 0.0}
-    return run_online(config, "none", lambda experience, cfg: pg_advantages(experience, cfg, state), pg_loss)
+    return run_online(
+        config, "none", lambda experience, cfg: pg_advantages(experience, cfg, state), pg_loss, state=state
+    )

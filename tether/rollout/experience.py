@@ -6,10 +6,12 @@ padded), A response tokens (right padded), T = P + A.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from transformers import LogitsProcessorList
 
 from tether.data.templates import render_prompt
 from tether.ops.logprobs import IGNORE_INDEX
@@ -84,8 +86,12 @@ def sample(
     max_new_tokens: int = 64,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    logits_processors: Callable[[torch.Tensor], list] | None = None,
 ) -> Experience:
-    """Sample G responses per prompt with the KV cache; return the Experience without log-probs yet."""
+    """Sample G responses per prompt with the KV cache; return the Experience without log-probs yet.
+
+    ``logits_processors(prompt_attention_mask)`` may return ``transformers`` logits processors for this
+    batch (e.g. the Nash-MD opponent's geometric mixture, ``rollout/mixture.py``)."""
     repeated = [p for p in prompts for _ in range(group_size)]
     texts = [render_prompt(tokenizer, p) for p in repeated]
     side = tokenizer.padding_side
@@ -105,6 +111,9 @@ def sample(
         top_p=top_p,
         eos_token_id=stops,
         pad_token_id=tokenizer.pad_token_id,
+        logits_processor=LogitsProcessorList(logits_processors(batch["attention_mask"]))
+        if logits_processors
+        else None,
     )
     policy.train(was_training)
     prompt_length = batch["input_ids"].shape[1]
