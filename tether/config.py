@@ -169,6 +169,11 @@ class RewardModelConfig(ModelConfig, TrainConfig):
     eval_fraction: float = option(0.1, "Fraction of records held out when eval_data is ''.", minimum=0.0)
     max_length: int = option(256, "Truncate (prompt, response) to this many tokens.", minimum=8)
     center_coef: float = option(0.0, "Reward-centering weight: + c·(r_w + r_l)² per pair.", minimum=0.0)
+    pairwise: bool = option(
+        False,
+        "Train a two-argument preference model P(y ≻ y' | x) = σ(f(x, y, y') − f(x, y', y)) instead of a "
+        "reward: it can represent non-transitive preferences (for Nash-MD).",
+    )
     learning_rate: float = option(1e-3, "Peak learning rate of AdamW.", minimum=0.0)
     batch_size: int = option(16, "Pairs per process per micro-batch.", minimum=1)
     num_epochs: float = option(2.0, "Passes over the training pairs when max_steps is 0.", minimum=0.0)
@@ -240,6 +245,12 @@ class RLConfig(ModelConfig, TrainConfig):
     batch_size: int = option(32, "Prompts per iteration (B).", minimum=1)
     group_size: int = option(1, "Samples per prompt (G).", minimum=1)
     max_new_tokens: int = option(48, "Longest response.", minimum=1)
+    rollout_backend: Literal["hf", "vllm"] = option(
+        "hf", "Sampler: transformers generate, or vLLM (GPU machines with vllm installed)."
+    )
+    vllm_gpu_memory_utilization: float = option(
+        0.4, "Share of GPU memory the vLLM engine may take (it shares the GPU with training).", minimum=0.0
+    )
     temperature: float = option(
         1.0, "Sampling temperature (log-probs are taken at the same temperature).", minimum=0.0
     )
@@ -350,6 +361,12 @@ class DistributionMatchingConfig(RLConfig):
 
     output_dir: str = option("runs/dpg", "Folder for the optimised policy and its metrics.")
     method: Literal["dpg", "brain"] = option("dpg", "The estimator of losses/distribution.py.")
+    proposal: Literal["on_policy", "adaptive"] = option(
+        "on_policy", "q = the current policy, or a frozen copy moved to π_θ only when π_θ is closer to p*."
+    )
+    proposal_criterion: Literal["kl", "tvd"] = option(
+        "kl", "adaptive: compare π_θ and q by the estimated KL(p* ‖ ·) or TV distance to p*."
+    )
     beta: float = option(0.5, "β of the target p* ∝ π_ref·exp(r/β) (the reward's temperature).", minimum=0.0)
     group_size: int = option(
         4, "Samples per prompt; importance weights are normalised within a prompt.", minimum=2
@@ -372,9 +389,16 @@ class NashMDConfig(RLConfig):
         "P(y ≻ y') = σ((r(y) − r(y'))/scale) from a scalar judge's scores (a pairwise judge gives P itself).",
         minimum=0.0,
     )
-    opponent: Literal["mixture", "self"] = option(
+    opponent: Literal["mixture", "self", "past"] = option(
         "mixture",
-        "mixture: y' from π^{1−β}·π_ref^β token by token (the paper's Nash-MD); self: a second sample of π.",
+        "mixture: y' from π^{1−β}·π_ref^β token by token (the paper's Nash-MD); self: a second sample of π; "
+        "past: a sample of a uniform mixture of past policies (fictitious self-play).",
+    )
+    past_pool_size: int = option(
+        4, "past: how many past policies the opponent mixes (oldest dropped).", minimum=1
+    )
+    snapshot_every: int = option(
+        10, "past: add the current policy to the pool every N iterations.", minimum=1
     )
     mixture_coef: float = option(
         0.5, "β of the mixture opponent (0 = self-play, 1 = the reference).", minimum=0.0

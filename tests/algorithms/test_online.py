@@ -270,3 +270,66 @@ def test_an_interrupted_online_run_resumes_to_the_same_policy(tiny_folder, tmp_p
     ]
     assert [r["step"] for r in logged] == [1, 2, 3, 4]
     assert [r["kl_coef"] for r in logged] == pytest.approx([r["kl_coef"] for r in straight_log])
+
+
+def test_a_proposal_model_samples_and_supplies_pi_old(make_model, tokenizer):
+    """Off-policy DPG: rows are sampled from q and π_old = log q, not log π_θ."""
+    from tether.algorithms.online import LoopHooks, reference_logprobs
+
+    torch.manual_seed(0)
+    module, proposal = PolicyValue(make_model(seed=0), "none"), make_model(seed=5)
+    judge = FunctionJudge(lambda prompts, completions: [1.0] * len(prompts))
+    config = DistributionMatchingConfig(max_new_tokens=4, group_size=2)
+    experience = make_experience(
+        module,
+        module.policy,
+        tokenizer,
+        judge,
+        ["review the lid."] * 2,
+        config,
+        0.0,
+        LoopHooks(proposal=proposal),
+    )
+    torch.testing.assert_close(experience.old_logprobs, reference_logprobs(proposal, experience, 1.0))
+    policy_logprobs = reference_logprobs(module.policy, experience, 1.0)
+    assert not torch.allclose(experience.old_logprobs, policy_logprobs)
+
+
+def test_adaptive_dpg_run_logs_its_proposal_decisions(tiny_folder, tmp_path):
+    out = tmp_path / "dpg"
+    config = load_config(
+        DistributionMatchingConfig,
+        None,
+        [f"model={tiny_folder}", "reward=gym:reviews", f"output_dir={out}", "max_steps=3", "batch_size=2",
+         "max_new_tokens=6", "progress=false", "tensorboard=false", "n_prompts=8", "proposal=adaptive",
+         "learning_rate=0.01"],
+    )  # fmt: skip
+    row = run_distribution_matching(config)
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    updates = [r["proposal/updates"] for r in logged]
+    assert updates == sorted(updates) and 0 <= updates[-1] <= 3  # a count that only grows
+    previous = 0.0
+    for (
+        r
+    ) in logged:  # q moves to π_θ exactly when π_θ's estimated KL(p* ‖ ·) beats q's (and any earlier best)
+        moved = r["proposal/updates"] > previous
+        if moved:
+            assert r["proposal/kl_target_policy"] < r["proposal/kl_target_proposal"]
+        previous = r["proposal/updates"]
+    assert row["loss"] == row["loss"]
+
+
+def test_nash_md_against_a_pool_of_past_policies(tiny_folder, tmp_path):
+    out = tmp_path / "nash_past"
+    config = load_config(
+        NashMDConfig,
+        None,
+        [f"model={tiny_folder}", "reward=gym:reviews", f"output_dir={out}", "max_steps=3", "batch_size=2",
+         "max_new_tokens=6", "progress=false", "tensorboard=false", "n_prompts=8", "opponent=past",
+         "snapshot_every=1", "past_pool_size=2"],
+    )  # fmt: skip
+    run_nash_md(config)
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    # the start, then a snapshot after every iteration, the oldest dropped beyond 2
+    assert [r["opponent/pool_size"] for r in logged] == [2, 2, 2]
+    assert all(0 <= r["nash/preference"] <= 1 for r in logged)

@@ -87,7 +87,24 @@ def resolve_judge(spec: str, seed: int = 0, trust_remote_code: bool = False) -> 
     if ":" in spec and not Path(spec).exists():
         return FunctionJudge(import_function(spec), name=spec)
     model = load_reward_model(spec, trust_remote_code)
-    return RewardModelJudge(model, load_tokenizer(spec, trust_remote_code))
+    tokenizer = load_tokenizer(spec, trust_remote_code)
+    if is_preference_model(spec):
+        from tether.judges.preference_model import PreferenceModelJudge
+
+        return PreferenceModelJudge(model, tokenizer)
+    return RewardModelJudge(model, tokenizer)
+
+
+def is_preference_model(folder: str) -> bool:
+    """Was this reward-model folder trained as a two-argument preference model (``pairwise: true``)?"""
+    from pathlib import Path
+
+    import yaml
+
+    saved = Path(folder) / "tether_config.yaml"
+    if not saved.is_file():
+        return False
+    return bool((yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("pairwise", False))
 
 
 def load_llm_judge(path: str, overrides: list[str] | None = None) -> Any:

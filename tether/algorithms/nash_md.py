@@ -5,7 +5,9 @@ Each iteration, for every prompt:
 
 1. a player response y ~ π_θ and an opponent response y' — by default from the geometric mixture
    π_θ^β ∝ π_θ^{1−β}·π_ref^β sampled token by token (Nash-MD-PG, §7; ``rollout/mixture.py``), or
-   (``opponent=self``) a second sample of π_θ, the β = 0 self-play end;
+   (``opponent=self``) a second sample of π_θ, the β = 0 self-play end, or (``opponent=past``) a sample
+   of a uniform mixture of past policies — snapshots of π_θ taken every ``snapshot_every`` iterations,
+   the start included — self-play against past policies, as the lectures suggest (fictitious play);
 2. the judge's preference P(y ≻ y'): a pairwise judge's own probability (an LLM judge, RLAIF), or
    σ((r(y) − r(y'))/scale) from a scalar judge's scores;
 3. the Nash-MD policy gradient of ``losses/nash.py``: [P(y ≻ y') − ½ − τ·(log π_θ(y) − log π_ref(y))]·∇log π_θ(y),
@@ -15,11 +17,13 @@ Each iteration, for every prompt:
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
 
-from tether.algorithms.online import run_online
+from tether.algorithms.common import load_policy
+from tether.algorithms.online import LoopHooks, run_online
 from tether.config import ConfigError, NashMDConfig
 from tether.losses.nash import nash_md_loss, preference_from_rewards
 from tether.models.lora import is_peft_model
@@ -37,7 +41,7 @@ def pair_preferences(experience: Experience, config: NashMDConfig) -> None:
         first = preference_from_rewards(scores[:, 0], scores[:, 1])
     experience.extras["preference"] = torch.stack([first, 1 - first], dim=1).flatten()
     players = torch.ones_like(experience.scores)
-    if config.opponent == "mixture":
+    if config.opponent in ("mixture", "past"):
         players.view(-1, 2)[:, 1] = 0.0
     experience.extras["player"] = players
 
@@ -71,11 +75,51 @@ def mixture_opponent(config: NashMDConfig):
     return processors
 
 
+def past_policies_opponent(config: NashMDConfig, policy: Any) -> LoopHooks:
+    """The odd rows play a uniform mixture of past policies: each opponent row draws one snapshot, whose
+    next-token distribution replaces the policy's for that row (the mixture processor at β = 1)."""
+    pool = [_frozen_copy(policy)]
+    state: dict[str, Any] = {"iteration": 0}
+
+    def processors(reference: Any, prompt_attention_mask: torch.Tensor) -> list:
+        rows = prompt_attention_mask.shape[0]
+        drawn = torch.randint(len(pool), (rows,))
+        out = []
+        for index, snapshot in enumerate(pool):
+            mine = torch.zeros(rows, dtype=torch.bool)
+            mine[1::2] = drawn[1::2] == index
+            if mine.any():
+                out.append(GeometricMixtureProcessor(snapshot, 1.0, mine, prompt_attention_mask))
+        return out
+
+    def after_update(experience: Experience, module: Any) -> dict[str, float]:
+        state["iteration"] += 1
+        if state["iteration"] % config.snapshot_every == 0:
+            pool.append(_frozen_copy(module.policy))
+            del pool[: -config.past_pool_size]
+        return {"opponent/pool_size": float(len(pool))}
+
+    return LoopHooks(opponent=processors, after_update=after_update)
+
+
+def _frozen_copy(policy: Any) -> Any:
+    model = copy.deepcopy(policy).merge_and_unload() if is_peft_model(policy) else copy.deepcopy(policy)
+    return model.requires_grad_(False).eval()
+
+
 def run_nash_md(config: NashMDConfig) -> dict[str, float]:
     """Run Nash-MD; returns the last iteration's metrics."""
     if config.group_size != 2:
         raise ConfigError("field 'group_size': Nash-MD plays responses in pairs; use 2")
     if config.mixture_coef > 1:
         raise ConfigError("field 'mixture_coef': must be in [0, 1]")
-    opponent = mixture_opponent(config) if config.opponent == "mixture" else None
-    return run_online(config, "none", pair_preferences, nash_loss, opponent)
+    if config.opponent == "past":
+        if config.resume or config.save_every:
+            raise ConfigError(
+                "opponent=past: checkpoints do not hold the pool of past policies; use save_every=0"
+            )
+        policy, _ = load_policy(config)
+        hooks = past_policies_opponent(config, policy)
+    else:
+        hooks = LoopHooks(opponent=mixture_opponent(config) if config.opponent == "mixture" else None)
+    return run_online(config, "none", pair_preferences, nash_loss, hooks)

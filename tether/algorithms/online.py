@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 
 from tether.algorithms.collect import load_prompts
 from tether.algorithms.common import finish_policy, load_policy, resolve_judge
-from tether.config import RLConfig
+from tether.config import ConfigError, RLConfig
 from tether.engine.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from tether.engine.logging import MetricLogger
 from tether.engine.optim import build_optimizer, lr_multiplier, set_learning_rate
@@ -42,6 +43,16 @@ from tether.rollout.rewards import AdaptiveKLController, shaped_rewards
 AdvantageFn = Callable[[Experience, RLConfig], None]
 LossFn = Callable[[dict, Experience, RLConfig, float], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 OpponentFn = Callable[[Any, torch.Tensor], list]
+
+
+@dataclass
+class LoopHooks:
+    """What an algorithm may add to the shared loop."""
+
+    opponent: OpponentFn | None = None  # (reference, prompt mask) → logits processors (Nash-MD's mixture)
+    proposal: Any = None  # a model sampled instead of π_θ; its log-probs are π_old (off-policy DPG's q)
+    after_update: Callable[[Experience, Any], dict[str, float]] | None = None  # (batch, module) → metrics
+    state: dict[str, Any] = field(default_factory=dict)  # carried across iterations and checkpointed
 
 
 def forward(
@@ -82,12 +93,14 @@ def make_experience(
     prompts: list,
     config: RLConfig,
     kl_coef: float,
-    opponent: OpponentFn | None = None,
+    hooks: LoopHooks | None = None,
+    backend: Any = None,
 ) -> Experience:
-    """Steps 1–4 of the module docstring. ``opponent(reference, prompt_attention_mask)`` may give logits
-    processors that change how some rows are sampled (Nash-MD's geometric-mixture opponent)."""
+    """Steps 1–4 of the module docstring; ``hooks`` may change who samples (see ``LoopHooks``)."""
+    hooks = hooks or LoopHooks()
+    opponent = hooks.opponent
     experience = sample(
-        module.policy,
+        module.policy if hooks.proposal is None else hooks.proposal,
         tokenizer,
         prompts,
         config.group_size,
@@ -95,9 +108,12 @@ def make_experience(
         config.temperature,
         config.top_p,
         logits_processors=(lambda mask: opponent(reference, mask)) if opponent else None,
+        backend=backend,
     )
     experience.ref_logprobs = reference_logprobs(reference, experience, config.temperature)
-    if single_on_policy_update(config, module, len(experience.prompts)):
+    if hooks.proposal is not None:  # samples of q: π_old is q
+        experience.old_logprobs = reference_logprobs(hooks.proposal, experience, config.temperature)
+    elif single_on_policy_update(config, module, len(experience.prompts)):
         # π_old is π itself at the one update: its log-probs come from that update's forward (see run_online).
         experience.old_logprobs = None
     else:
@@ -150,15 +166,17 @@ def run_online(
     value_mode: str,
     advantage_fn: AdvantageFn,
     loss_fn: LossFn,
-    opponent: OpponentFn | None = None,
-    state: dict[str, Any] | None = None,
+    hooks: LoopHooks | None = None,
 ) -> dict[str, float]:
     """The shared loop; returns the last iteration's metrics.
 
-    ``state``: what an algorithm carries across iterations (REINFORCE's moving baseline); it is saved in
-    checkpoints (every ``save_every`` steps: policy, value head, optimiser, RNG states, β) and restored,
-    in place, by ``resume``. A resumed run continues exactly as the uninterrupted one would."""
-    state = {} if state is None else state
+    ``hooks.state``: what an algorithm carries across iterations (REINFORCE's moving baseline); it is
+    saved in checkpoints (every ``save_every`` steps: policy, value head, optimiser, RNG states, β) and
+    restored, in place, by ``resume``. A resumed run continues exactly as the uninterrupted one would."""
+    hooks = hooks or LoopHooks()
+    state, opponent = hooks.state, hooks.opponent
+    if hooks.proposal is not None and (config.resume or config.save_every):
+        raise ConfigError("checkpoints do not hold a separate proposal model yet: use save_every=0")
     policy, tokenizer = load_policy(config)
     # The frozen reference: with LoRA, the policy itself with adapters off; else a copy of the start.
     reference = policy if is_peft_model(policy) else copy.deepcopy(policy).requires_grad_(False).eval()
@@ -187,6 +205,18 @@ def run_online(
         state.update(saved["algorithm"])
         tqdm.write(f"resume: continuing from {found[-1]} (step {first_step} of {config.max_steps})")
     warmup = round(config.warmup_ratio * config.max_steps)
+    backend = None
+    if config.rollout_backend == "vllm":
+        from tether.rollout.vllm_backend import VLLMBackend
+
+        if opponent is not None or hooks.proposal is not None:
+            raise ConfigError(
+                "rollout_backend=vllm samples the policy only (not Nash-MD's opponents or DPG's frozen "
+                "proposal); use 'hf'"
+            )
+        backend = VLLMBackend(config.model, config.vllm_gpu_memory_utilization, config.seed)
+        if first_step or is_peft_model(policy):  # the engine loaded config.model: give it the current weights
+            backend.load_weights(policy)
     bar = tqdm(
         total=config.max_steps,
         initial=first_step,
@@ -208,7 +238,8 @@ def run_online(
             batch_prompts,
             config,
             kl_control.value,
-            opponent,
+            hooks,
+            backend,
         )
         advantage_fn(experience, config)  # fills experience.advantages (and .returns)
 
@@ -242,6 +273,12 @@ def run_online(
                 for key, value in {"loss": loss, **metrics}.items():
                     sums[key] = sums.get(key, 0.0) + float(torch.as_tensor(value).detach())
 
+        if hooks.after_update is not None:
+            row_extra = hooks.after_update(experience, accelerator.unwrap_model(module))
+        else:
+            row_extra = {}
+        if backend is not None:  # the next batch is sampled from the updated policy
+            backend.load_weights(accelerator.unwrap_model(module).policy)
         kl = float(experience.extras["kl"].mean())
         kl_control.update(kl, n)
         samples_seen += n
@@ -255,6 +292,7 @@ def run_online(
                 "response/finished": float(experience.finished.float().mean()),
                 "lr": lr,
                 "samples_per_s": (samples_seen - seen_at_start) / (time.perf_counter() - started),
+                **row_extra,
             }
         )
         if gold is not None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from tether.advantages import compute_advantages, whiten_advantages
-from tether.algorithms.online import clipped_policy_loss, run_online
+from tether.algorithms.online import LoopHooks, clipped_policy_loss, run_online
 from tether.config import PGConfig
 from tether.rollout.experience import Experience
 
@@ -69,6 +69,7 @@ def run_policy_gradient(config: PGConfig) -> dict[str, float]:
             f"field 'group_size': {config.estimator} compares samples of a prompt; use at least 2"
         )
     state = {"baseline": 0.0}
+    hooks = LoopHooks(state=state)
     return run_online(
-        config, "none", lambda experience, cfg: pg_advantages(experience, cfg, state), pg_loss, state=state
+        config, "none", lambda experience, cfg: pg_advantages(experience, cfg, state), pg_loss, hooks
     )

@@ -3,6 +3,12 @@
 pairs (x, y_w, y_l) → r_θ(x, y) = w · h_last(x, y) (the LM with a scalar head) → minimise
 −log σ(r_θ(x, y_w) − r_θ(x, y_l) − margin) (+ optional centering), rankings weighted so each prompt counts
 once → evaluate accuracy, BT log-likelihood and calibration on held-out pairs.
+
+With ``pairwise=true`` the same stage trains a two-argument preference model (Munos et al. 2023, §3 and
+§8: a preference model reads both responses): f_θ(x, y, y') = w · h_last of the pairwise judge prompt
+showing y as (A) and y' as (B), and P(y ≻ y' | x) = σ(f_θ(x, y, y') − f_θ(x, y', y)) — antisymmetric by
+construction, and free to be non-transitive, which no scalar reward is. Its loss is the same
+−log σ(·) with the two orders of a pair in the places of r_θ(x, y_w) and r_θ(x, y_l).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from tether.data.preference import PreferencePair, as_messages, load_pairs
 from tether.data.tokenize import TokenizedExample, pad_collate, tokenize_conversation
 from tether.engine import Trainer
 from tether.eval.reward import pairwise_metrics
+from tether.judges.preference_model import tokenize_preference_input
 from tether.losses.reward import bradley_terry_loss
 from tether.models import apply_lora, load_tokenizer
 from tether.models.reward import ScalarReward, reward_model_from_lm
@@ -34,7 +41,22 @@ class TokenizedPair:
     weight: float
 
 
-def tokenize_pairs(pairs: list[PreferencePair], tokenizer: object, max_length: int) -> list[TokenizedPair]:
+def tokenize_pairs(
+    pairs: list[PreferencePair], tokenizer: object, max_length: int, pairwise: bool = False
+) -> list[TokenizedPair]:
+    """Each pair as two token sequences: (x, y_w) and (x, y_l); with ``pairwise``, (x, y_w, y_l) and
+    (x, y_l, y_w) — the two orders of the pairwise prompt."""
+    if pairwise:
+        return [
+            TokenizedPair(
+                tokenize_preference_input(tokenizer, p.prompt, p.chosen, p.rejected, max_length),
+                tokenize_preference_input(tokenizer, p.prompt, p.rejected, p.chosen, max_length),
+                p.margin or 0.0,
+                p.margin is not None,
+                p.weight,
+            )
+            for p in pairs
+        ]
     return [
         TokenizedPair(
             tokenize_conversation(tokenizer, as_messages(p.prompt, p.chosen), max_length),
@@ -88,8 +110,8 @@ def run_reward_model(config: RewardModelConfig) -> dict:
             config.lora_target_modules,
             task_type="SEQ_CLS",
         )
-    train = tokenize_pairs(train_pairs, tokenizer, config.max_length)
-    held_out = tokenize_pairs(eval_pairs, tokenizer, config.max_length)
+    train = tokenize_pairs(train_pairs, tokenizer, config.max_length, config.pairwise)
+    held_out = tokenize_pairs(eval_pairs, tokenizer, config.max_length, config.pairwise)
     # Rankings weight their pairs 1/#pairs; rescale so the average pair weighs 1 (the learning rate keeps its meaning).
     mean_weight = sum(p.weight for p in train) / len(train)
     for pair in train:

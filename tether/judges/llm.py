@@ -65,6 +65,8 @@ def option_logprobs(
             )
             first = torch.log_softmax(prompt.logits[:, -1].float(), -1)  # (B, V): the option's first token
             last_position = positions[:, -1:]
+            cache = prompt.past_key_values
+            can_crop = hasattr(cache, "crop")  # roll the cache back after each option instead of copying it
             for k, tokens in enumerate(option_ids):
                 total = first[:, tokens[0]].clone()
                 if len(tokens) > 1:
@@ -74,12 +76,14 @@ def option_logprobs(
                         input_ids=cont,
                         attention_mask=torch.cat([mask, torch.ones_like(cont)], dim=1),
                         position_ids=last_position + 1 + torch.arange(len(tokens) - 1, device=device),
-                        past_key_values=copy.deepcopy(prompt.past_key_values),
+                        past_key_values=cache if can_crop else copy.deepcopy(cache),
                         use_cache=True,
                     )
                     logps = torch.log_softmax(step.logits.float(), -1)
                     target = torch.tensor(tokens[1:], device=device)
                     total += logps.gather(-1, target.expand(rows, -1).unsqueeze(-1)).squeeze(-1).sum(-1)
+                    if can_crop:
+                        cache.crop(-(len(tokens) - 1))
                 out[start : start + len(encoded), k] = total.cpu()
     finally:
         model.train(was_training)

@@ -87,11 +87,13 @@ def sample(
     temperature: float = 1.0,
     top_p: float = 1.0,
     logits_processors: Callable[[torch.Tensor], list] | None = None,
+    backend: Any = None,
 ) -> Experience:
     """Sample G responses per prompt with the KV cache; return the Experience without log-probs yet.
 
     ``logits_processors(prompt_attention_mask)`` may return ``transformers`` logits processors for this
-    batch (e.g. the Nash-MD opponent's geometric mixture, ``rollout/mixture.py``)."""
+    batch (e.g. the Nash-MD opponent's geometric mixture, ``rollout/mixture.py``). ``backend``: another
+    generator of response token ids (``rollout/vllm_backend.py``); the batch is assembled the same way."""
     repeated = [p for p in prompts for _ in range(group_size)]
     texts = [render_prompt(tokenizer, p) for p in repeated]
     side = tokenizer.padding_side
@@ -101,27 +103,57 @@ def sample(
     finally:
         tokenizer.padding_side = side
     stops = stop_token_ids(policy, tokenizer)
-    was_training = policy.training
-    policy.eval()
-    output = policy.generate(
-        **batch,
-        max_new_tokens=max_new_tokens,
-        do_sample=True,
-        temperature=temperature,
-        top_p=top_p,
-        eos_token_id=stops,
-        pad_token_id=tokenizer.pad_token_id,
-        logits_processor=LogitsProcessorList(logits_processors(batch["attention_mask"]))
-        if logits_processors
-        else None,
-    )
-    policy.train(was_training)
-    prompt_length = batch["input_ids"].shape[1]
-    responses = output[:, prompt_length:]  # (N, A)
+    if backend is not None:
+        if logits_processors is not None:
+            raise ValueError("a generation backend cannot apply transformers logits processors")
+        prompt_ids = [
+            row[mask.bool()].tolist() for row, mask in zip(batch["input_ids"], batch["attention_mask"])
+        ]
+        generated = [
+            ids[:max_new_tokens]
+            for ids in backend.generate(prompt_ids, max_new_tokens, temperature, top_p, stops)
+        ]
+        width = max(1, max(len(ids) for ids in generated))
+        responses = torch.tensor([ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids in generated])
+        valid = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in generated]).bool()
+    else:
+        was_training = policy.training
+        policy.eval()
+        output = policy.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=True,
+            temperature=temperature,
+            top_p=top_p,
+            eos_token_id=stops,
+            pad_token_id=tokenizer.pad_token_id,
+            logits_processor=LogitsProcessorList(logits_processors(batch["attention_mask"]))
+            if logits_processors
+            else None,
+        )
+        policy.train(was_training)
+        responses = output[:, batch["input_ids"].shape[1] :]  # (N, A)
+        valid = None  # generate pads only after a stop token
+    return assemble(repeated, batch, responses, stops, tokenizer, valid)
+
+
+def assemble(
+    prompts: list[Any],
+    batch: dict[str, torch.Tensor],
+    responses: torch.Tensor,
+    stops: list[int],
+    tokenizer: Any,
+    valid: torch.Tensor | None = None,
+) -> Experience:
+    """The Experience of left-padded prompts ``batch`` and their sampled ``responses`` (N, A): everything
+    after a response's first stop token becomes padding; ``valid`` (N, A) marks generated tokens where the
+    padding of a response that did not stop could be mistaken for tokens."""
     is_stop = torch.isin(responses, torch.tensor(stops))
-    before_stop = (
-        is_stop.long().cumsum(-1) - is_stop.long()
-    ) == 0  # tokens up to and including the first stop
+    if valid is not None:
+        is_stop &= valid
+    before_stop = (is_stop.long().cumsum(-1) - is_stop.long()) == 0  # up to and including the first stop
+    if valid is not None:
+        before_stop &= valid
     response_mask = before_stop.long()
     finished = is_stop.any(-1)
     attention_mask = torch.cat([batch["attention_mask"], response_mask], dim=1)
@@ -133,7 +165,7 @@ def sample(
         for row, mask in zip(responses, response_mask)
     ]
     return Experience(
-        prompts=repeated,
+        prompts=prompts,
         completions=completions,
         sequences=sequences,
         attention_mask=attention_mask,
