@@ -9,6 +9,7 @@ from tether.data.readers import Record, read_records
 from tether.gym import get_task
 from tether.models import apply_lora, load_causal_lm, load_tokenizer, save_model
 from tether.models.forward import TokenLogProbs
+from tether.models.lora import is_peft_model
 
 GYM_PREFIX = "gym:"
 
@@ -39,14 +40,32 @@ def load_policy(config: ModelConfig) -> tuple[Any, Any]:
 
 def finish(trainer: Any, model: Any, tokenizer: Any, config: Any) -> None:
     """Save the trained model (main process) and the config that made it, then sync processes."""
-    finish_policy(trainer.accelerator, model, tokenizer, config)
+    finish_policy(trainer.accelerator, model, tokenizer, config, wrapped=trainer.module)
 
 
-def finish_policy(accelerator: Any, model: Any, tokenizer: Any, config: Any) -> None:
-    """As :func:`finish`, for loops that hold an Accelerator rather than a Trainer."""
+def finish_policy(accelerator: Any, model: Any, tokenizer: Any, config: Any, wrapped: Any = None) -> None:
+    """As :func:`finish`, for loops that hold an Accelerator rather than a Trainer.
+
+    ``wrapped``: the prepared module that holds ``model``. Its weights are then collected with
+    ``accelerator.get_state_dict`` — every process takes part, and under FSDP or DeepSpeed ZeRO-3 that
+    gathers the shards into full tensors — and saved under ``model``'s own parameter names. (A LoRA model
+    is saved from the object itself, merged; sharded LoRA saving is not supported.)
+    """
     accelerator.wait_for_everyone()
+    state_dict = None
+    if wrapped is not None and not is_peft_model(model):
+        full = accelerator.get_state_dict(wrapped)
+        prefix = next(
+            (
+                f"{name}."
+                for name, child in accelerator.unwrap_model(wrapped).named_children()
+                if child is model
+            ),
+            "",
+        )
+        state_dict = {k[len(prefix) :]: v for k, v in full.items() if k.startswith(prefix)} if full else None
     if accelerator.is_main_process:
-        save_model(model, tokenizer, config.output_dir)
+        save_model(model, tokenizer, config.output_dir, state_dict=state_dict)
         save_config(config, f"{config.output_dir}/tether_config.yaml")
     accelerator.wait_for_everyone()
 

@@ -307,7 +307,7 @@ def run_online(
         )
     bar.close()
     logger.close()
-    finish_policy(accelerator, accelerator.unwrap_model(module).policy, tokenizer, config)
+    finish_policy(accelerator, accelerator.unwrap_model(module).policy, tokenizer, config, wrapped=module)
     return row
 
 

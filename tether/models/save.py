@@ -13,13 +13,14 @@ from typing import Any
 from tether.models.lora import is_peft_model
 
 
-def save_model(model: Any, tokenizer: Any, out_dir: str | Path) -> Path:
+def save_model(model: Any, tokenizer: Any, out_dir: str | Path, state_dict: dict | None = None) -> Path:
     """Write ``model`` and ``tokenizer`` into ``out_dir`` atomically, file by file.
 
     Files are first written to a temporary folder beside ``out_dir``, then each is renamed into place,
     ``config.json`` last, so a folder with a config always holds a complete model. Other files already
     in ``out_dir`` (logs, checkpoints) are kept. A LoRA model is saved merged (the caller's model is left
-    as it was).
+    as it was). ``state_dict``: the weights to write instead of the model's own (full weights gathered
+    from sharded training).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -27,7 +28,7 @@ def save_model(model: Any, tokenizer: Any, out_dir: str | Path) -> Path:
         model = copy.deepcopy(model).merge_and_unload()
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.save-"))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         names = sorted(p.name for p in tmp.iterdir())
