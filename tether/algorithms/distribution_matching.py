@@ -78,7 +78,9 @@ def adaptive_proposal(config: DistributionMatchingConfig, policy: Any) -> LoopHo
             **{f"proposal/{k}": float(v) for k, v in divergences.items()},
         }
 
-    return LoopHooks(proposal=proposal, after_update=after_update, state=state)
+    return LoopHooks(
+        proposal=proposal, after_update=after_update, state=state, models=lambda: {"proposal": proposal}
+    )
 
 
 def run_distribution_matching(config: DistributionMatchingConfig) -> dict[str, float]:

@@ -79,7 +79,7 @@ def past_policies_opponent(config: NashMDConfig, policy: Any) -> LoopHooks:
     """The odd rows play a uniform mixture of past policies: each opponent row draws one snapshot, whose
     next-token distribution replaces the policy's for that row (the mixture processor at β = 1)."""
     pool = [_frozen_copy(policy)]
-    state: dict[str, Any] = {"iteration": 0}
+    state: dict[str, Any] = {"iteration": 0, "pool_size": 1}
 
     def processors(reference: Any, prompt_attention_mask: torch.Tensor) -> list:
         rows = prompt_attention_mask.shape[0]
@@ -97,9 +97,16 @@ def past_policies_opponent(config: NashMDConfig, policy: Any) -> LoopHooks:
         if state["iteration"] % config.snapshot_every == 0:
             pool.append(_frozen_copy(module.policy))
             del pool[: -config.past_pool_size]
+        state["pool_size"] = len(pool)
         return {"opponent/pool_size": float(len(pool))}
 
-    return LoopHooks(opponent=processors, after_update=after_update)
+    def models() -> dict[str, Any]:
+        # On resume, state (restored first) says how large the pool was: grow it to that size, then load.
+        while len(pool) < state["pool_size"]:
+            pool.append(_frozen_copy(policy))
+        return {f"past_{i}": snapshot for i, snapshot in enumerate(pool)}
+
+    return LoopHooks(opponent=processors, after_update=after_update, state=state, models=models)
 
 
 def _frozen_copy(policy: Any) -> Any:
@@ -114,10 +121,6 @@ def run_nash_md(config: NashMDConfig) -> dict[str, float]:
     if config.mixture_coef > 1:
         raise ConfigError("field 'mixture_coef': must be in [0, 1]")
     if config.opponent == "past":
-        if config.resume or config.save_every:
-            raise ConfigError(
-                "opponent=past: checkpoints do not hold the pool of past policies; use save_every=0"
-            )
         policy, _ = load_policy(config)
         hooks = past_policies_opponent(config, policy)
     else:

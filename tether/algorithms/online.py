@@ -19,6 +19,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -53,6 +54,7 @@ class LoopHooks:
     proposal: Any = None  # a model sampled instead of π_θ; its log-probs are π_old (off-policy DPG's q)
     after_update: Callable[[Experience, Any], dict[str, float]] | None = None  # (batch, module) → metrics
     state: dict[str, Any] = field(default_factory=dict)  # carried across iterations and checkpointed
+    models: Callable[[], dict[str, Any]] | None = None  # extra models to checkpoint, by name (q, past pool)
 
 
 def forward(
@@ -175,8 +177,6 @@ def run_online(
     restored, in place, by ``resume``. A resumed run continues exactly as the uninterrupted one would."""
     hooks = hooks or LoopHooks()
     state, opponent = hooks.state, hooks.opponent
-    if hooks.proposal is not None and (config.resume or config.save_every):
-        raise ConfigError("checkpoints do not hold a separate proposal model yet: use save_every=0")
     policy, tokenizer = load_policy(config)
     # The frozen reference: with LoRA, the policy itself with adapters off; else a copy of the start.
     reference = policy if is_peft_model(policy) else copy.deepcopy(policy).requires_grad_(False).eval()
@@ -203,6 +203,7 @@ def run_online(
         saved = load_checkpoint(accelerator, found[-1])  # the reference above stays the initial policy
         first_step, samples_seen, kl_control.value = saved["step"], saved["samples_seen"], saved["kl_coef"]
         state.update(saved["algorithm"])
+        load_extra_models(hooks, found[-1])
         tqdm.write(f"resume: continuing from {found[-1]} (step {first_step} of {config.max_steps})")
     warmup = round(config.warmup_ratio * config.max_steps)
     backend = None
@@ -300,7 +301,14 @@ def run_online(
         logger.log(step + 1, row)
         if config.save_every and (step + 1) % config.save_every == 0:
             progress = {"samples_seen": samples_seen, "kl_coef": kl_control.value, "algorithm": state}
-            save_checkpoint(accelerator, config.output_dir, step + 1, progress, config.keep_checkpoints)
+            save_checkpoint(
+                accelerator,
+                config.output_dir,
+                step + 1,
+                progress,
+                config.keep_checkpoints,
+                extra=lambda folder: save_extra_models(hooks, folder),
+            )
         bar.update(1)
         bar.set_postfix(
             score=f"{row['reward/score']:.2f}", kl=f"{kl:.2f}", gold=f"{row.get('reward/gold', 0):.2f}"
@@ -309,6 +317,31 @@ def run_online(
     logger.close()
     finish_policy(accelerator, accelerator.unwrap_model(module).policy, tokenizer, config, wrapped=module)
     return row
+
+
+def save_extra_models(hooks: LoopHooks, folder: Path) -> None:
+    """The loop's other models (off-policy DPG's q, Nash-MD's past policies) as ``extra_models/NAME.safetensors``."""
+    if hooks.models is None:
+        return
+    from safetensors.torch import save_file
+
+    target = folder / "extra_models"
+    target.mkdir()
+    for name, model in hooks.models().items():
+        save_file(
+            {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()},
+            target / f"{name}.safetensors",
+        )
+
+
+def load_extra_models(hooks: LoopHooks, folder: Path) -> None:
+    """Restore what ``save_extra_models`` wrote into the models ``hooks.models()`` names now (same names)."""
+    if hooks.models is None:
+        return
+    from safetensors.torch import load_file
+
+    for name, model in hooks.models().items():
+        model.load_state_dict(load_file(folder / "extra_models" / f"{name}.safetensors"))
 
 
 def kl_loss_term(

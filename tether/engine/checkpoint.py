@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,16 @@ def checkpoint_dir(output_dir: str | Path) -> Path:
 
 
 def save_checkpoint(
-    accelerator: Any, output_dir: str | Path, step: int, state: dict[str, Any], keep: int
+    accelerator: Any,
+    output_dir: str | Path,
+    step: int,
+    state: dict[str, Any],
+    keep: int,
+    extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write ``checkpoints/step-N`` (all processes take part; the main one renames) and prune old ones."""
+    """Write ``checkpoints/step-N`` (all processes take part; the main one renames) and prune old ones.
+    ``extra(folder)`` (main process) may add files — e.g. models the loop holds besides the prepared one —
+    before the folder is renamed into place."""
     root = checkpoint_dir(output_dir)
     final = root / f"{PREFIX}{step}"
     tmp = root / f".tmp-{PREFIX}{step}"
@@ -33,6 +41,8 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
     if accelerator.is_main_process:
+        if extra is not None:
+            extra(tmp)
         (tmp / "trainer_state.json").write_text(json.dumps({**state, "step": step}), encoding="utf-8")
         if final.exists():
             shutil.rmtree(final)
