@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from tether import TetherError
 from tether.algorithms.collect import load_prompts
 from tether.config import CritiqueReviseConfig, save_config
 from tether.data.readers import write_jsonl
@@ -95,8 +96,6 @@ def run_critique_revise(config: CritiqueReviseConfig) -> dict[str, float]:
     constitution = load_constitution(config.constitution)
     principles = [p for p in constitution.require("critique") if p.revision]
     if not principles:
-        from tether import TetherError
-
         raise TetherError(f"constitution '{constitution.name}': no principle has both critique and revision")
     prompts = load_prompts(config.prompts, config.n_prompts, config.seed)
     model = load_causal_lm(config.model, config.trust_remote_code)
