@@ -107,23 +107,24 @@ def resolve_judge(spec: str, seed: int = 0, trust_remote_code: bool = False) -> 
         return FunctionJudge(import_function(spec), name=spec)
     model = load_reward_model(spec, trust_remote_code)
     tokenizer = load_tokenizer(spec, trust_remote_code)
-    if is_preference_model(spec):
+    trained = saved_stage_config(spec)
+    if trained.get("pairwise"):  # a two-argument preference model: read its inputs as it was trained
         from tether.judges.preference_model import PreferenceModelJudge
 
-        return PreferenceModelJudge(model, tokenizer)
+        return PreferenceModelJudge(model, tokenizer, max_length=int(trained.get("max_length", 256)))
     return RewardModelJudge(model, tokenizer)
 
 
-def is_preference_model(folder: str) -> bool:
-    """Was this reward-model folder trained as a two-argument preference model (``pairwise: true``)?"""
+def saved_stage_config(folder: str) -> dict:
+    """The ``tether_config.yaml`` a stage saved beside its model ({} when there is none)."""
     from pathlib import Path
 
     import yaml
 
     saved = Path(folder) / "tether_config.yaml"
     if not saved.is_file():
-        return False
-    return bool((yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("pairwise", False))
+        return {}
+    return yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
 
 
 def load_llm_judge(path: str, overrides: list[str] | None = None) -> Any:
