@@ -584,6 +584,12 @@ def fields_of(cls: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
+def narrow(cls: type[C], config: Any, **changes: Any) -> C:
+    """The ``cls`` part of a config whose class extends ``cls`` (e.g. the DPO settings of an iterative-DPO
+    config), with ``changes`` applied."""
+    return cls(**{**{name: getattr(config, name) for name in fields_of(cls)}, **changes})
+
+
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return " | ".join(str(a) for a in typing.get_args(tp))

@@ -14,7 +14,6 @@ on the iteration's own samples of q). A frozen q keeps a bad update from feeding
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -23,7 +22,7 @@ from tether.algorithms.common import load_policy
 from tether.algorithms.online import LoopHooks, forward, run_online
 from tether.config import DistributionMatchingConfig
 from tether.losses.distribution import brain_loss, dpg_loss, should_update_proposal
-from tether.models.lora import is_peft_model
+from tether.models.lora import frozen_copy, merged
 from tether.rollout.experience import Experience
 
 LOSSES = {"dpg": dpg_loss, "brain": brain_loss}
@@ -47,8 +46,7 @@ def distribution_loss(out: dict, minibatch: Experience, config: DistributionMatc
 
 def adaptive_proposal(config: DistributionMatchingConfig, policy: Any) -> LoopHooks:
     """Off-policy DPG's frozen proposal q and the rule that moves it to π_θ (see the module docstring)."""
-    merged = copy.deepcopy(policy).merge_and_unload() if is_peft_model(policy) else copy.deepcopy(policy)
-    proposal = merged.requires_grad_(False).eval()
+    proposal = frozen_copy(policy)
     state: dict[str, Any] = {"best_divergence": None, "proposal_updates": 0}
 
     def after_update(experience: Experience, module: Any) -> dict[str, float]:
@@ -68,9 +66,7 @@ def adaptive_proposal(config: DistributionMatchingConfig, policy: Any) -> LoopHo
             best_divergence=state["best_divergence"],
         )
         if update:
-            current = module.policy
-            weights = copy.deepcopy(current).merge_and_unload() if is_peft_model(current) else current
-            proposal.load_state_dict(weights.state_dict())
+            proposal.load_state_dict(merged(module.policy).state_dict())
             state["best_divergence"] = float(divergences[f"{config.proposal_criterion}_target_policy"])
             state["proposal_updates"] += 1
         return {

@@ -17,7 +17,6 @@ Each iteration, for every prompt:
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -26,7 +25,7 @@ from tether.algorithms.common import load_policy
 from tether.algorithms.online import LoopHooks, run_online
 from tether.config import ConfigError, NashMDConfig
 from tether.losses.nash import nash_md_loss, preference_from_rewards
-from tether.models.lora import is_peft_model
+from tether.models.lora import frozen_copy, is_peft_model
 from tether.rollout.experience import Experience
 from tether.rollout.mixture import GeometricMixtureProcessor
 
@@ -78,7 +77,7 @@ def mixture_opponent(config: NashMDConfig):
 def past_policies_opponent(config: NashMDConfig, policy: Any) -> LoopHooks:
     """The odd rows play a uniform mixture of past policies: each opponent row draws one snapshot, whose
     next-token distribution replaces the policy's for that row (the mixture processor at β = 1)."""
-    pool = [_frozen_copy(policy)]
+    pool = [frozen_copy(policy)]
     state: dict[str, Any] = {"iteration": 0, "pool_size": 1}
 
     def processors(reference: Any, prompt_attention_mask: torch.Tensor) -> list:
@@ -95,7 +94,7 @@ def past_policies_opponent(config: NashMDConfig, policy: Any) -> LoopHooks:
     def after_update(experience: Experience, module: Any) -> dict[str, float]:
         state["iteration"] += 1
         if state["iteration"] % config.snapshot_every == 0:
-            pool.append(_frozen_copy(module.policy))
+            pool.append(frozen_copy(module.policy))
             del pool[: -config.past_pool_size]
         state["pool_size"] = len(pool)
         return {"opponent/pool_size": float(len(pool))}
@@ -103,15 +102,10 @@ def past_policies_opponent(config: NashMDConfig, policy: Any) -> LoopHooks:
     def models() -> dict[str, Any]:
         # On resume, state (restored first) says how large the pool was: grow it to that size, then load.
         while len(pool) < state["pool_size"]:
-            pool.append(_frozen_copy(policy))
+            pool.append(frozen_copy(policy))
         return {f"past_{i}": snapshot for i, snapshot in enumerate(pool)}
 
     return LoopHooks(opponent=processors, after_update=after_update, state=state, models=models)
-
-
-def _frozen_copy(policy: Any) -> Any:
-    model = copy.deepcopy(policy).merge_and_unload() if is_peft_model(policy) else copy.deepcopy(policy)
-    return model.requires_grad_(False).eval()
 
 
 def run_nash_md(config: NashMDConfig) -> dict[str, float]:

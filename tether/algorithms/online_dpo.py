@@ -10,7 +10,6 @@ reference and logging loop is the one every online algorithm shares (``online.py
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -86,7 +85,7 @@ def run_iterative_dpo(config: IterativeDPOConfig) -> dict[str, Any]:
     """
     from tether.algorithms.collect import load_prompts, run_collect
     from tether.algorithms.dpo import run_dpo
-    from tether.config import CollectConfig, DPOConfig
+    from tether.config import CollectConfig, DPOConfig, narrow
     from tether.models import load_causal_lm, load_tokenizer
     from tether.rollout import generate
 
@@ -114,9 +113,9 @@ def run_iterative_dpo(config: IterativeDPOConfig) -> dict[str, Any]:
         entry: dict[str, Any] = {"round": round_index, "pairs": collected["pairs"]}
         if gold is not None:
             entry["gold/policy"] = _mean_gold(gold, folder / "collect" / "rankings.jsonl")
-        dpo = DPOConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(DPOConfig)})
-        dpo = dataclasses.replace(
-            dpo,
+        dpo = narrow(
+            DPOConfig,
+            config,
             model=policy_path,
             ref_model=initial if config.reference == "initial" else "",
             data=str(folder / "collect" / "pairs.jsonl"),

@@ -10,7 +10,6 @@ those (Dong et al. 2023 "RAFT"; Gulcehre et al. 2023 "ReST"; Touvron et al. 2023
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from tqdm.auto import tqdm
 
 from tether.algorithms.collect import load_prompts
 from tether.algorithms.common import resolve_judge
-from tether.config import BestOfNConfig, RFTConfig
+from tether.config import BestOfNConfig, RFTConfig, SFTConfig, narrow
 from tether.data.preference import as_messages
 from tether.data.readers import write_jsonl
 from tether.models import load_causal_lm, load_tokenizer
@@ -136,20 +135,14 @@ def run_rft(config: RFTConfig) -> dict[str, Any]:
             root / f"round-{round_index}" / "selected.jsonl",
             ({"messages": as_messages(p, c)} for p, c in zip(prompts, best)),
         )
-        round_config = dataclasses.replace(
+        round_config = narrow(
+            SFTConfig,
             config,
             model=policy_path,
             data=str(data),
             eval_data="",
             output_dir=str(root / f"round-{round_index}"),
         )
-        run_sft(_as_sft(round_config))
+        run_sft(round_config)
         policy_path = round_config.output_dir
     return {"rounds": history, "final": policy_path}
-
-
-def _as_sft(config: RFTConfig) -> Any:
-    """The SFT part of an RFT config (RFTConfig extends SFTConfig)."""
-    from tether.config import SFTConfig
-
-    return SFTConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(SFTConfig)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 
@@ -37,3 +38,16 @@ def is_peft_model(model: Any) -> bool:
     except ImportError:
         return False
     return isinstance(model, PeftModel)
+
+
+def merged(model: Any) -> Any:
+    """A plain model with ``model``'s current weights: ``model`` itself, or, with LoRA, a copy with the
+    adapters merged in (``model`` is left as it was)."""
+    return copy.deepcopy(model).merge_and_unload() if is_peft_model(model) else model
+
+
+def frozen_copy(model: Any) -> Any:
+    """A separate, frozen, plain copy of ``model``'s current weights (LoRA merged), in eval mode."""
+    plain = merged(model)
+    copied = copy.deepcopy(plain) if plain is model else plain
+    return copied.requires_grad_(False).eval()

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from tether.models.lora import is_peft_model
+from tether.models.lora import merged
 
 
 def save_model(model: Any, tokenizer: Any, out_dir: str | Path, state_dict: dict | None = None) -> Path:
@@ -24,8 +23,7 @@ def save_model(model: Any, tokenizer: Any, out_dir: str | Path, state_dict: dict
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if is_peft_model(model):
-        model = copy.deepcopy(model).merge_and_unload()
+    model = merged(model)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.save-"))
     try:
         model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)

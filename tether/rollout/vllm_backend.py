@@ -14,11 +14,10 @@ between vLLM releases; ``_engine_model`` knows the ones of 0.6–0.10 and names 
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from tether import TetherError
-from tether.models.lora import is_peft_model
+from tether.models.lora import merged
 
 
 def _import_vllm() -> Any:
@@ -69,8 +68,8 @@ class VLLMBackend:
 
     def load_weights(self, policy: Any) -> None:
         """Copy the policy's current weights into the engine (LoRA merged into a copy first)."""
-        model = copy.deepcopy(policy).merge_and_unload() if is_peft_model(policy) else policy
-        self._engine_model().load_weights((name, p.detach()) for name, p in model.state_dict().items())
+        weights = merged(policy).state_dict()
+        self._engine_model().load_weights((name, p.detach()) for name, p in weights.items())
         if hasattr(self.llm, "reset_prefix_cache"):
             self.llm.reset_prefix_cache()  # cached prefixes hold keys/values of the old weights
 
