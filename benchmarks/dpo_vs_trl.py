@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+CONTENDERS = ("tether", "tether-grouped", "trl", "trl-no-checkpointing")
 
 
 def rss_mb() -> float:
@@ -43,7 +44,7 @@ def pairs_rows(rankings: Path, n: int) -> list[dict]:
     return rows[:n]
 
 
-def run_tether(args: argparse.Namespace, data: Path, out: Path) -> float:
+def run_tether(args: argparse.Namespace, data: Path, out: Path, grouped: bool = False) -> float:
     from tether.algorithms.dpo import run_dpo
     from tether.config import DPOConfig, load_config
 
@@ -63,6 +64,7 @@ def run_tether(args: argparse.Namespace, data: Path, out: Path) -> float:
             f"learning_rate={args.lr}",
             "warmup_ratio=0",
             "lr_scheduler=constant",
+            f"group_by_prompt={str(grouped).lower()}",
         ],
     )
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM  # noqa: F401 (imports off the clock)
@@ -124,7 +126,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--run", choices=["tether", "trl", "trl-no-checkpointing"], help=argparse.SUPPRESS)
+    parser.add_argument("--run", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(ROOT / "runs/bench"))
     args = parser.parse_args()
     out = Path(args.out)
@@ -135,8 +137,8 @@ def main() -> None:
         import transformers  # noqa: F401
 
         baseline = rss_mb()
-        if args.run == "tether":
-            seconds = run_tether(args, data, out / "tether")
+        if args.run.startswith("tether"):
+            seconds = run_tether(args, data, out / args.run, grouped=args.run == "tether-grouped")
         else:
             seconds = run_trl(args, data, out / args.run, checkpointing=args.run == "trl")
         print(json.dumps({"seconds": seconds, "peak_rss_mb": rss_mb(), "baseline_rss_mb": baseline}))
@@ -150,7 +152,7 @@ def main() -> None:
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tokens = count_tokens(args.model, data, n_pairs, args.max_length)
     results = {}
-    for name in ("tether", "trl", "trl-no-checkpointing"):
+    for name in CONTENDERS:
         command = [sys.executable, __file__, "--run", name, *sys.argv[1:]]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:

@@ -203,6 +203,11 @@ class DPOConfig(ModelConfig, TrainConfig):
     )
     learning_rate: float = option(2e-4, "Peak learning rate of AdamW.", minimum=0.0)
     batch_size: int = option(16, "Pairs per process per micro-batch.", minimum=1)
+    group_by_prompt: bool = option(
+        False,
+        "Batch a prompt's pairs together (InstructGPT's batching of a ranking's pairs): each prompt and "
+        "each response is then computed once per batch.",
+    )
     eval_fraction: float = option(0.05, "Fraction of records held out for evaluation.", minimum=0.0)
 
 

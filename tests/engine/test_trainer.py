@@ -1,5 +1,6 @@
 """Invariants of the training loop: gradient accumulation, resume, schedule."""
 
+import itertools
 import math
 
 import pytest
@@ -147,3 +148,26 @@ def test_too_little_data_is_a_clear_error(tmp_path, make_model, sft_data, tokeni
 
     with pytest.raises(TetherError, match="fewer than one step's global batch"):
         train(config(tmp_path, batch_size=64), make_model(), sft_data, tokenizer)
+
+
+def test_grouped_batches_keep_a_group_together(tmp_path, make_model, sft_data, tokenizer):
+    groups = [i % 8 for i in range(len(sft_data))]  # 8 groups of 6, members spread over the data
+    trainer = Trainer(
+        config(tmp_path, batch_size=4),
+        TokenLogProbs(make_model()),
+        sft_data,
+        lambda examples: pad_collate(examples, tokenizer.pad_token_id),
+        loss_fn=lm_batch_loss,
+        count_fn=count_loss_tokens,
+        groups=groups,
+    )
+    epochs = []
+    for epoch in range(2):
+        steps = range(epoch * trainer.steps_per_epoch, (epoch + 1) * trainer.steps_per_epoch)
+        order = [i for step in steps for micro in trainer.step_indices(step) for i in micro]
+        assert sorted(order) == list(range(len(sft_data)))  # each example once per epoch
+        runs = [groups[i] for i in order]
+        changes = sum(a != b for a, b in itertools.pairwise(runs))
+        assert changes == 7  # 8 groups, each in one contiguous run
+        epochs.append(runs[::6])
+    assert epochs[0] != epochs[1]  # the group order is reshuffled each epoch

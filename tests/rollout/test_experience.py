@@ -55,6 +55,36 @@ def test_logprobs_under_left_padding_equal_each_sequence_alone(experience):
     assert (out["entropy"][exp.response_mask.bool()] > 0).all()
 
 
+@pytest.mark.parametrize("value_mode", ["head", "model"])
+def test_shared_prompt_layout_equals_the_padded_batch(experience, value_mode):
+    model, exp = experience
+    module = PolicyValue(model, value_mode)
+    torch.nn.init.normal_(module.value_head.weight)
+    layout = exp.shared_layout(capacity=4 * exp.sequences.shape[1])
+    assert layout["input_ids"].numel() < exp.attention_mask.sum()  # a group's prompt is computed once
+    mask = exp.response_mask.bool()
+
+    def outputs_and_grads(out):
+        total = out["logprobs"][mask].sum() + out["entropy"][mask].sum() + out["values"][mask].sum()
+        return out, torch.autograd.grad(total, [p for p in module.parameters() if p.requires_grad])
+
+    shared, shared_grads = outputs_and_grads(forward(module, exp, temperature=0.7))
+    padded = module(exp.sequences, exp.attention_mask, exp.labels(), exp.position_ids(), 0.7)
+    padded, padded_grads = outputs_and_grads({k: exp.response_columns(v) for k, v in padded.items()})
+    for key in ("logprobs", "entropy", "values"):
+        torch.testing.assert_close(shared[key][mask], padded[key][mask], atol=1e-5, rtol=1e-5)
+    for got, expected in zip(shared_grads, padded_grads):  # sums of many terms: float32 summation order
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_sampling_is_not_truncated_to_the_top_k(make_model, tokenizer):
+    # A fresh tiny model is close to uniform over its 400 tokens: 300 one-token samples hit far more
+    # than the 50 distinct tokens that transformers' default top_k=50 would allow.
+    torch.manual_seed(0)
+    exp = sample(make_model(), tokenizer, ["review the phone."], group_size=300, max_new_tokens=1)
+    assert len(set(exp.sequences[:, -1].tolist())) > 100
+
+
 def test_shaped_rewards_hand_worked():
     scores = torch.tensor([1.0, 2.0])
     logprobs = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -1.0, 0.0]])

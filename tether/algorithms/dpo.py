@@ -28,6 +28,8 @@ from tether.data.tokenize import TokenizedExample, tokenize_sft
 from tether.engine import Trainer
 from tether.losses.preference import PREFERENCE_LOSSES, combined_preference_loss
 from tether.models import TokenLogProbs, load_causal_lm
+from tether.models.forward import shares_prefixes
+from tether.ops.logprobs import IGNORE_INDEX
 
 
 def parse_loss_spec(spec: str) -> dict[str, float]:
@@ -70,15 +72,29 @@ def tokenize_pair(tokenizer: object, pair: PreferencePair, max_length: int) -> T
     return TokenizedPair(sides[0], sides[1], pair.weight)
 
 
-def collate_pairs(pairs: list[TokenizedPair], pad_token_id: int, pack_length: int) -> dict[str, torch.Tensor]:
-    """Chosen sequences then rejected ones, packed together: one forward for both sides of every pair."""
-    batch = sequence_batch([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_token_id, pack_length)
+def collate_pairs(
+    pairs: list[TokenizedPair], pad_token_id: int, pack_length: int, share_prefix: bool = True
+) -> dict[str, torch.Tensor]:
+    """Chosen sequences then rejected ones, packed together: one forward for both sides of every pair,
+    each prompt computed once (``share_prefix``)."""
+    sequences = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    batch = sequence_batch(sequences, pad_token_id, pack_length, share_prefix)
     return {
         **batch,
         "ref_chosen": torch.tensor([p.ref_chosen for p in pairs]),
         "ref_rejected": torch.tensor([p.ref_rejected for p in pairs]),
         "weight": torch.tensor([p.weight for p in pairs]),
     }
+
+
+def prompt_groups(examples: list[TokenizedExample]) -> list[int]:
+    """A group id per example: equal for examples whose tokens before the first labelled one agree."""
+    ids: dict[tuple[int, ...], int] = {}
+    groups = []
+    for example in examples:
+        first = next((t for t, label in enumerate(example.labels) if label != IGNORE_INDEX), len(example))
+        groups.append(ids.setdefault(tuple(example.input_ids[:first]), len(ids)))
+    return groups
 
 
 def run_dpo(config: DPOConfig) -> dict[str, float]:
@@ -142,10 +158,13 @@ def run_dpo(config: DPOConfig) -> dict[str, float]:
         config,
         TokenLogProbs(model),
         train,
-        lambda pairs: collate_pairs(pairs, tokenizer.pad_token_id, config.pack_length),
+        lambda pairs: collate_pairs(
+            pairs, tokenizer.pad_token_id, config.pack_length, shares_prefixes(model)
+        ),
         loss_fn=loss_fn,
         count_fn=lambda batch: float(batch["weight"].sum()),
         eval_data=held_out,
+        groups=prompt_groups([p.chosen for p in train]) if config.group_by_prompt else None,
     )
     metrics = trainer.fit()
     finish(trainer, trainer.unwrapped().model, tokenizer, config)

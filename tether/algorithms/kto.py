@@ -30,6 +30,7 @@ from tether.data.tokenize import TokenizedExample, tokenize_sft
 from tether.engine import Trainer
 from tether.losses.unpaired import kto_loss
 from tether.models import TokenLogProbs
+from tether.models.forward import shares_prefixes
 
 
 def unpaired_examples(records: list[Record]) -> list[UnpairedExample]:
@@ -109,8 +110,11 @@ def run_kto(config: KTOConfig) -> dict[str, float]:
                 item.ref, item.ref_mismatched = ref_own, ref_mismatched
 
     def collate(items: list[TokenizedUnpaired]) -> dict[str, torch.Tensor]:
-        own = sequence_batch([t.example for t in items], tokenizer.pad_token_id, config.pack_length)
-        mismatched = sequence_batch([t.mismatched for t in items], tokenizer.pad_token_id, config.pack_length)
+        share = shares_prefixes(model)
+        own = sequence_batch([t.example for t in items], tokenizer.pad_token_id, config.pack_length, share)
+        mismatched = sequence_batch(
+            [t.mismatched for t in items], tokenizer.pad_token_id, config.pack_length, share
+        )
         return {
             **own,
             **{f"kl_{k}": v for k, v in mismatched.items()},

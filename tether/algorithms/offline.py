@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from tether.data.packing import pack_examples, sequence_sums
+from tether.data.packing import pack_examples, sequence_sums, share_prefixes, unshare
 from tether.data.readers import Record
 from tether.data.tokenize import TokenizedExample, pad_collate
-from tether.models.forward import TokenLogProbs
+from tether.models.forward import TokenLogProbs, shares_prefixes
 from tether.models.lora import is_peft_model
 from tether.ops.logprobs import IGNORE_INDEX, shift_labels
 
@@ -33,9 +33,16 @@ def split_records(
 
 
 def sequence_batch(
-    examples: Sequence[TokenizedExample], pad_token_id: int, pack_length: int
+    examples: Sequence[TokenizedExample], pad_token_id: int, pack_length: int, share_prefix: bool = True
 ) -> dict[str, torch.Tensor]:
-    """Tensors for :func:`sequence_logps`: packed rows (``pack_length`` > 0) or one padded row per sequence."""
+    """Tensors for :func:`sequence_logps`: with ``pack_length`` > 0, packed rows in which sequences that
+    share a prompt compute it once (``share_prefix``, see ``data.packing.share_prefixes``) or plain
+    packed rows (``share_prefix`` False: for attention that takes no 4-D mask); with 0, one padded row
+    per sequence."""
+    if pack_length > 0 and share_prefix:
+        return share_prefixes(
+            [e.input_ids for e in examples], [e.labels for e in examples], pad_token_id, pack_length
+        )
     if pack_length > 0:
         return pack_examples(examples, pad_token_id, pack_length)
     batch = pad_collate(examples, pad_token_id)
@@ -48,6 +55,13 @@ def sequence_logps(
     module: TokenLogProbs, batch: dict[str, torch.Tensor], n: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-probs log π(y|x) (n,) and response lengths (n,) of the n sequences in ``batch``."""
+    if "index" in batch:  # a shared-prefix layout
+        logprobs = module(
+            batch["input_ids"], batch["attention_mask"], batch["labels"], position_ids=batch["position_ids"]
+        )  # (R, L)
+        mask = shift_labels(batch["labels"]) != IGNORE_INDEX  # (R, L)
+        per_sequence = unshare(logprobs, batch["index"])  # (n, T)
+        return per_sequence.sum(-1), unshare(mask.float(), batch["index"]).sum(-1)
     packed = "position_ids" in batch
     logprobs = module(
         batch["input_ids"],
@@ -82,15 +96,22 @@ def reference_logps(
     pack_length: int,
     batch_size: int = 64,
 ) -> list[float]:
-    """log π_ref(y|x) of every example, computed once (cached for the whole run)."""
+    """log π_ref(y|x) of every example, computed once (cached for the whole run). Examples are visited
+    in sorted token order, so those sharing a prompt (or repeated outright) share a batch and, with a
+    shared-prefix layout, are computed once."""
     module = TokenLogProbs(reference)
     was_training = reference.training
     reference.eval()
-    values: list[float] = []
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
-        logps, _ = sequence_logps(module, sequence_batch(chunk, pad_token_id, pack_length), len(chunk))
-        values += logps.tolist()
+    order = sorted(range(len(examples)), key=lambda i: examples[i].input_ids)
+    values = [0.0] * len(examples)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = sequence_batch(
+            [examples[i] for i in chunk], pad_token_id, pack_length, shares_prefixes(reference)
+        )
+        logps, _ = sequence_logps(module, batch, len(chunk))
+        for i, value in zip(chunk, logps.tolist()):
+            values[i] = value
     reference.train(was_training)
     return values
 

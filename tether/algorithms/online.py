@@ -29,11 +29,12 @@ from tqdm.auto import tqdm
 from tether.algorithms.collect import load_prompts
 from tether.algorithms.common import finish_policy, load_policy, resolve_judge
 from tether.config import ConfigError, RLConfig
+from tether.data.packing import unshare
 from tether.engine.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from tether.engine.logging import MetricLogger
 from tether.engine.optim import build_optimizer, lr_multiplier, set_learning_rate
 from tether.losses.policy import aggregate, entropy_bonus, ppo_clip_loss
-from tether.models.forward import token_logprobs
+from tether.models.forward import shares_prefixes, token_logprobs
 from tether.models.lora import is_peft_model
 from tether.models.value import PolicyValue
 from tether.ops.kl import kl_estimate
@@ -57,34 +58,50 @@ class LoopHooks:
     models: Callable[[], dict[str, Any]] | None = None  # extra models to checkpoint, by name (q, past pool)
 
 
+def model_inputs(
+    experience: Experience, model: Any
+) -> tuple[tuple[torch.Tensor, ...], Callable[[torch.Tensor], torch.Tensor]]:
+    """(input_ids, attention_mask, labels, position_ids) for a forward of ``model`` over ``experience``,
+    and the function taking that forward's per-position outputs to the (N, A) response columns.
+
+    When the model's attention takes 4-D masks, the rows become a shared-prefix layout: a group's prompt
+    is computed once and no padding is (``Experience.shared_layout``; rows of up to 4·T tokens, since
+    attention costs the square of a row's length). Otherwise the padded (N, T) batch as sampled."""
+    if not shares_prefixes(model):
+        inputs = (
+            experience.sequences,
+            experience.attention_mask,
+            experience.labels(),
+            experience.position_ids(),
+        )
+        return inputs, experience.response_columns
+    layout = experience.shared_layout(capacity=4 * experience.sequences.shape[1])
+
+    def columns(per_position: torch.Tensor) -> torch.Tensor:
+        return experience.response_columns(unshare(per_position, layout["index"]))
+
+    inputs = (layout["input_ids"], layout["attention_mask"], layout["labels"], layout["position_ids"])
+    return inputs, columns
+
+
 def forward(
     module: PolicyValue, experience: Experience, temperature: float
 ) -> dict[str, torch.Tensor | None]:
     """log π, entropy and V at the response positions of ``experience``: (N, A) each."""
-    out = module(
-        experience.sequences,
-        experience.attention_mask,
-        experience.labels(),
-        experience.position_ids(),
-        temperature,
-    )
-    return {k: None if v is None else experience.response_columns(v) for k, v in out.items()}
+    inputs, columns = model_inputs(experience, getattr(module, "module", module).policy)
+    out = module(*inputs, temperature)
+    return {k: None if v is None else columns(v) for k, v in out.items()}
 
 
 @torch.no_grad()
 def reference_logprobs(reference: Any, experience: Experience, temperature: float) -> torch.Tensor:
     """log π_ref of the sampled tokens (N, A); with LoRA, the policy with its adapters disabled."""
-    args = (
-        experience.sequences,
-        experience.attention_mask,
-        experience.labels(),
-        temperature,
-        experience.position_ids(),
-    )
+    (input_ids, attention_mask, labels, position_ids), columns = model_inputs(experience, reference)
+    args = (input_ids, attention_mask, labels, temperature, position_ids)
     if is_peft_model(reference):
         with reference.disable_adapter():
-            return experience.response_columns(token_logprobs(reference, *args))
-    return experience.response_columns(token_logprobs(reference, *args))
+            return columns(token_logprobs(reference, *args))
+    return columns(token_logprobs(reference, *args))
 
 
 def make_experience(

@@ -52,8 +52,12 @@ class Trainer:
         count_fn: CountFn,
         eval_data: Sequence[Any] | None = None,
         accelerator: Accelerator | None = None,
+        groups: Sequence[int] | None = None,
     ) -> None:
+        """``groups``: a group id per training example; when given, each epoch shuffles the groups and
+        keeps a group's examples adjacent, so they mostly share a micro-batch (see ``step_indices``)."""
         self.config = config
+        self.groups = None if groups is None else torch.as_tensor(groups)
         # Without an accelerator, cpu=True lets Accelerate run DDP over gloo when launched by torchrun.
         cpu_only = not (
             torch.cuda.is_available()
@@ -96,6 +100,10 @@ class Trainer:
         epoch, position = divmod(step, self.steps_per_epoch)
         generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         order = torch.randperm(len(self.train_data), generator=generator)
+        if self.groups is not None:  # groups in random order, a group's examples together
+            _, ids = torch.unique(self.groups, return_inverse=True)
+            rank_of_group = torch.randperm(int(ids.max()) + 1, generator=generator)
+            order = order[torch.argsort(rank_of_group[ids[order]], stable=True)]
         start = position * self.global_batch
         rank, size = self.accelerator.process_index, self.config.batch_size
         micro = []

@@ -27,6 +27,27 @@ def _has_plain_head(model: Any) -> bool:
     return isinstance(model.get_output_embeddings(), nn.Linear) and hasattr(model, "get_decoder")
 
 
+SHARED_PREFIX_ATTENTION = ("sdpa", "eager")
+
+
+def shares_prefixes(model: Any) -> bool:
+    """Whether the model takes the 4-D attention masks of ``data.packing.share_prefixes`` (SDPA and eager
+    attention do; FlashAttention-2 does not, and gets position-id packing instead)."""
+    return getattr(_base_model(model).config, "_attn_implementation", "sdpa") in SHARED_PREFIX_ATTENTION
+
+
+def attention_mask_for(model: Any, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """A 4-D boolean mask (True = may attend) as the model's attention wants it: as it is for SDPA, an
+    additive bias (0 or the dtype's minimum) for eager attention. 2-D masks and None pass unchanged."""
+    if mask is None or mask.dim() != 4 or mask.dtype != torch.bool:
+        return mask
+    base = _base_model(model)
+    if getattr(base.config, "_attn_implementation", "sdpa") != "eager":
+        return mask
+    dtype = base.dtype
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
+
 def token_logprobs(
     model: Any,
     input_ids: torch.Tensor,
@@ -39,12 +60,14 @@ def token_logprobs(
 
     input_ids, attention_mask, labels: (B, T), labels aligned with input_ids (−100 = no loss).
     Packed rows (several sequences per row, see ``data/packing.py``) pass ``position_ids`` that restart at 0
-    for each sequence and no attention mask: transformers then attends only within each sequence.
+    for each sequence and no attention mask: transformers then attends only within each sequence. A
+    shared-prefix layout passes its (B, 1, T, T) boolean mask.
     Returns (B, T): column t scores token t+1; the last column is always 0.
     """
     targets = shift_labels(input_ids, labels)  # (B, T)
     selected = targets != IGNORE_INDEX  # (B, T)
     base = _base_model(model)
+    attention_mask = attention_mask_for(base, attention_mask)
     if _has_plain_head(base):
         decoder = base.get_decoder()
         hidden = decoder(

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tether.models.forward import _base_model
+from tether.models.forward import _base_model, attention_mask_for
 from tether.ops.logprobs import IGNORE_INDEX, entropy_from_logits, gather_logprobs, shift_labels
 
 VALUE_MODES = ("none", "head", "model")
@@ -51,7 +51,7 @@ class PolicyValue(nn.Module):
         base = _base_model(self.policy)
         inputs = {
             "input_ids": input_ids,
-            "attention_mask": attention_mask,
+            "attention_mask": attention_mask_for(base, attention_mask),
             "position_ids": position_ids,
             "use_cache": False,
         }

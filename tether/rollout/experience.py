@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from transformers import LogitsProcessorList
 
+from tether.data.packing import share_prefixes
 from tether.data.templates import render_prompt
 from tether.ops.logprobs import IGNORE_INDEX
 from tether.rollout.generate import stop_token_ids
@@ -55,6 +56,26 @@ class Experience:
     def position_ids(self) -> torch.Tensor:
         """(N, T) positions counted over real tokens (left padding does not shift them), as in generation."""
         return (self.attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+    def shared_layout(self, capacity: int = 0) -> dict[str, torch.Tensor]:
+        """The rows as a shared-prefix layout (``data.packing.share_prefixes``): each prompt once per
+        group of G samples, no padding. Its ``index`` is (N, T) in this batch's columns, so
+        ``unshare(outputs, index)`` gives (N, T) outputs aligned as ``token_logprobs`` aligns them."""
+        real = self.attention_mask.bool()
+        labels = self.labels()
+        layout = share_prefixes(
+            [row[keep].tolist() for row, keep in zip(self.sequences, real)],
+            [row[keep].tolist() for row, keep in zip(labels, real)],
+            pad_token_id=0,
+            capacity=capacity,
+        )
+        # Token j of row n's real tokens sits at the j-th real column of row n (after the left padding).
+        rows, columns = real.nonzero(as_tuple=True)
+        j = (real.long().cumsum(-1) - 1)[rows, columns]
+        index = torch.full(real.shape, layout["input_ids"].numel(), dtype=torch.long)
+        index[rows, columns] = layout["index"][rows, j]
+        layout["index"] = index
+        return layout
 
     def response_columns(self, per_position: torch.Tensor) -> torch.Tensor:
         """(N, T) values aligned as ``token_logprobs`` aligns them (column t scores token t+1) → (N, A)."""
@@ -125,6 +146,7 @@ def sample(
             do_sample=True,
             temperature=temperature,
             top_p=top_p,
+            top_k=0,  # no top-k truncation: the samples follow π^(1/T) (top-p aside), as the log-probs assume
             eos_token_id=stops,
             pad_token_id=tokenizer.pad_token_id,
             logits_processor=LogitsProcessorList(logits_processors(batch["attention_mask"]))

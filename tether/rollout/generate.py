@@ -58,7 +58,7 @@ def generate(
             )
             batch = {k: v.to(model.device) for k, v in batch.items()}
             sampling = (
-                {"do_sample": True, "temperature": temperature, "top_p": top_p}
+                {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
                 if do_sample
                 else {"do_sample": False}
             )
