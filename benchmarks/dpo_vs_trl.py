@@ -7,6 +7,9 @@ reference log-probs, every step and model loading included; imports excluded for
 resident memory of the process (``ru_maxrss``), also as growth over the process's size after imports.
 
 TRL is run twice: with its defaults (gradient checkpointing on) and with checkpointing off (its fastest).
+tether is run twice: with the same i.i.d. shuffled batches as TRL, and with ``group_by_prompt=true``
+(the same pairs and number of steps, each batch made of whole prompts' pairs, InstructGPT-style, so a
+prompt and a response repeated across a ranking's pairs are computed once).
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _runs import measure  # noqa: E402
+
 CONTENDERS = ("tether", "tether-grouped", "trl", "trl-no-checkpointing")
 
 
@@ -126,6 +131,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each contender (median reported)")
     parser.add_argument("--run", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(ROOT / "runs/bench"))
     args = parser.parse_args()
@@ -151,35 +157,35 @@ def main() -> None:
         sys.exit(f"only {len(rows)} pairs in {args.rankings}; need {n_pairs} (fewer --steps?)")
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tokens = count_tokens(args.model, data, n_pairs, args.max_length)
-    results = {}
-    for name in CONTENDERS:
-        command = [sys.executable, __file__, "--run", name, *sys.argv[1:]]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
-        results[name]["tokens_per_s"] = tokens / results[name]["seconds"]
-        print(name, results[name], flush=True)
+    results = measure(__file__, list(CONTENDERS), sys.argv[1:], args.repeat)
+    for r in results.values():
+        r["tokens_per_s"] = tokens / r["seconds"]
     lines = [
         f"# DPO: tether vs TRL on {args.model} — {args.steps} steps × {args.batch} pairs, "
         f"max_length {args.max_length}, {tokens} tokens",
         "",
-        "| contender | seconds | tokens/s | peak RSS (MB) | RSS growth after imports (MB) |",
-        "|---|---|---|---|---|",
+        f"Median of {args.repeat} runs per contender, interleaved; every run's seconds in the last column.",
+        "",
+        "| contender | seconds | tokens/s | peak RSS (MB) | RSS growth after imports (MB) | runs (s) |",
+        "|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         growth = r["peak_rss_mb"] - r["baseline_rss_mb"]
         lines.append(
-            f"| {name} | {r['seconds']:.1f} | {r['tokens_per_s']:.0f} | {r['peak_rss_mb']:.0f} | {growth:.0f} |"
+            f"| {name} | {r['seconds']:.1f} | {r['tokens_per_s']:.0f} | {r['peak_rss_mb']:.0f} | {growth:.0f} "
+            f"| {', '.join(map(str, r['runs']))} |"
         )
-    t = results["tether"]
-    for name in ("trl", "trl-no-checkpointing"):
-        r = results[name]
-        lines.append(
-            f"\ntether vs {name}: {t['tokens_per_s'] / r['tokens_per_s']:.2f}× tokens/s, "
-            f"{t['peak_rss_mb'] / r['peak_rss_mb']:.2f}× peak RSS, "
-            f"{(t['peak_rss_mb'] - t['baseline_rss_mb']) / max(1.0, r['peak_rss_mb'] - r['baseline_rss_mb']):.2f}× RSS growth"
-        )
+    for ours in ("tether", "tether-grouped"):
+        t = results[ours]
+        for name in ("trl", "trl-no-checkpointing"):
+            r = results[name]
+            growth = (t["peak_rss_mb"] - t["baseline_rss_mb"]) / max(
+                1.0, r["peak_rss_mb"] - r["baseline_rss_mb"]
+            )
+            lines.append(
+                f"\n{ours} vs {name}: {t['tokens_per_s'] / r['tokens_per_s']:.2f}× tokens/s, "
+                f"{t['peak_rss_mb'] / r['peak_rss_mb']:.2f}× peak RSS, {growth:.2f}× RSS growth"
+            )
     report = "\n".join(lines) + "\n"
     name = "" if Path(args.model).name == "sft" else f"_{Path(args.model).name}"
     (Path(__file__).parent / f"dpo_vs_trl{name}.md").write_text(report)

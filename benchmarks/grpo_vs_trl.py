@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _runs import measure  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -114,6 +115,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--group", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each contender (median reported)")
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(ROOT / "runs/bench-rl"))
     args = parser.parse_args()
@@ -134,28 +136,23 @@ def main() -> None:
         return
 
     completions = args.steps * args.prompts * args.group
-    results = {}
-    for name in ("tether-grpo", "trl-grpo", "tether-rloo", "trl-rloo"):
-        done = subprocess.run(
-            [sys.executable, __file__, "--run", name, *sys.argv[1:]],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
-        results[name]["samples_per_s"] = completions / results[name]["seconds"]
-        print(name, results[name], flush=True)
+    results = measure(
+        __file__, ["tether-grpo", "trl-grpo", "tether-rloo", "trl-rloo"], sys.argv[1:], args.repeat
+    )
+    for r in results.values():
+        r["samples_per_s"] = completions / r["seconds"]
     lines = [
         f"# GRPO and RLOO: tether vs TRL on {args.model} — {args.steps} steps × {args.prompts} prompts × "
         f"{args.group} samples, ≤{args.max_new_tokens} new tokens ({completions} completions)",
         "",
-        "| contender | seconds | samples/s | peak RSS (MB) |",
-        "|---|---|---|---|",
+        f"Median of {args.repeat} runs per contender, interleaved; every run's seconds in the last column.",
+        "",
+        "| contender | seconds | samples/s | peak RSS (MB) | runs (s) |",
+        "|---|---|---|---|---|",
     ]
     lines += [
-        f"| {n} | {r['seconds']:.1f} | {r['samples_per_s']:.1f} | {r['peak_rss_mb']:.0f} |"
+        f"| {n} | {r['seconds']:.1f} | {r['samples_per_s']:.1f} | {r['peak_rss_mb']:.0f} | "
+        f"{', '.join(map(str, r['runs']))} |"
         for n, r in results.items()
     ]
     for algorithm in ("grpo", "rloo"):

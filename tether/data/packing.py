@@ -83,9 +83,9 @@ def share_prefixes(
     short: attention costs the square of a row's length); blocks go into rows of ``capacity`` tokens
     (first-fit decreasing). Branch tokens keep their positions p_n, p_n+1, … and attend causally to their
     own prefix and their own branch only (the 4-D mask), so every logit equals the unshared forward's.
-    The idea is that of prefix sharing for preference training (Wang et al. 2024, "Accelerating Direct
-    Preference Optimization with Prefix Sharing") and of InstructGPT's one forward per completion (Ouyang
-    et al. 2022, §3.5).
+    The idea is that of prefix sharing for preference tuning (Wang & Hegde 2024, "Accelerating Direct
+    Preference Optimization with Prefix Sharing", arXiv:2410.20305) and of InstructGPT's one forward
+    per completion of a ranking (Ouyang et al. 2022, §3.5, reward modelling).
 
     Returns input_ids, labels, position_ids (R, L); attention_mask (R, 1, L, L) bool, True = may attend;
     index (N, T), T the longest sequence: where token t of sequence n sits in the flattened (R·L) layout,
@@ -100,9 +100,8 @@ def share_prefixes(
         prefix, key = tuple(ids[:cut]), (tuple(ids[cut:]), tuple(labs[cut:]))
         groups.setdefault(prefix, {})[key] = None
         keys.append((prefix, key))
-    blocks: list[
-        tuple[tuple[int, ...], list[tuple]]
-    ] = []  # (prefix, branches) — each ≤ capacity if it can be
+    # Blocks (prefix, branches), each at most ``capacity`` tokens unless one branch alone is longer.
+    blocks: list[tuple[tuple[int, ...], list[tuple]]] = []
     for prefix, branches in groups.items():
         size = capacity + 1  # the prefix's first branch opens a block
         for key in branches:

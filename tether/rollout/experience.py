@@ -16,6 +16,7 @@ from transformers import LogitsProcessorList
 from tether.data.packing import share_prefixes
 from tether.data.templates import render_prompt
 from tether.ops.logprobs import IGNORE_INDEX
+from tether.rollout import sampler
 from tether.rollout.generate import stop_token_ids
 
 
@@ -138,24 +139,36 @@ def sample(
         responses = torch.tensor([ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids in generated])
         valid = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in generated]).bool()
     else:
+        processors = logits_processors(batch["attention_mask"]) if logits_processors else None
         was_training = policy.training
         policy.eval()
-        output = policy.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=True,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=0,  # no top-k truncation: the samples follow π^(1/T) (top-p aside), as the log-probs assume
-            eos_token_id=stops,
-            pad_token_id=tokenizer.pad_token_id,
-            logits_processor=LogitsProcessorList(logits_processors(batch["attention_mask"]))
-            if logits_processors
-            else None,
-        )
+        if sampler.supports(policy):
+            responses = sampler.sample_tokens(
+                policy,
+                batch["input_ids"],
+                batch["attention_mask"],
+                max_new_tokens,
+                stops,
+                tokenizer.pad_token_id,
+                temperature,
+                top_p,
+                logits_processors=processors,
+            )
+        else:
+            output = policy.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=True,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=0,  # no top-k truncation: the samples follow π^(1/T) (top-p aside), as the log-probs assume
+                eos_token_id=stops,
+                pad_token_id=tokenizer.pad_token_id,
+                logits_processor=LogitsProcessorList(processors) if processors else None,
+            )
+            responses = output[:, batch["input_ids"].shape[1] :]  # (N, A)
         policy.train(was_training)
-        responses = output[:, batch["input_ids"].shape[1] :]  # (N, A)
-        valid = None  # generate pads only after a stop token
+        valid = None  # both pad only after a stop token
     return assemble(repeated, batch, responses, stops, tokenizer, valid)
 
 

@@ -1,4 +1,5 @@
-"""Batched generation with the KV cache: chat-templated prompts, left padding, stop at EOS / end of turn."""
+"""Batched generation with the KV cache: chat-templated prompts, left padding, stop at EOS / end of turn.
+Llama-family models take the lean path of ``rollout/sampler.py``; others ``generate``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import torch
 
 from tether.data.templates import render_prompt
+from tether.rollout import sampler
 
 
 @dataclass
@@ -57,19 +59,33 @@ def generate(
                 texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
             )
             batch = {k: v.to(model.device) for k, v in batch.items()}
-            sampling = (
-                {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-                if do_sample
-                else {"do_sample": False}
-            )
-            output = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                eos_token_id=stops,
-                pad_token_id=tokenizer.pad_token_id,
-                **sampling,
-            )
-            for row in output[:, batch["input_ids"].shape[1] :].tolist():
+            if sampler.supports(model):
+                responses = sampler.sample_tokens(
+                    model,
+                    batch["input_ids"],
+                    batch["attention_mask"],
+                    max_new_tokens,
+                    stops,
+                    tokenizer.pad_token_id,
+                    temperature,
+                    top_p,
+                    do_sample=do_sample,
+                )
+            else:
+                sampling = (
+                    {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+                    if do_sample
+                    else {"do_sample": False}
+                )
+                output = model.generate(
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    eos_token_id=stops,
+                    pad_token_id=tokenizer.pad_token_id,
+                    **sampling,
+                )
+                responses = output[:, batch["input_ids"].shape[1] :]
+            for row in responses.tolist():
                 ids, done = [], False
                 for token in row:
                     ids.append(token)

@@ -1,0 +1,32 @@
+"""Running benchmark contenders: each run in a fresh process, the contenders interleaved round by round
+(so a slow spell of the machine hits them all alike), the median of the repeats reported."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+
+
+def measure(script: str, contenders: list[str], argv: list[str], repeat: int) -> dict[str, dict]:
+    """{contender: {seconds, peak_rss_mb, baseline_rss_mb (medians), runs: [seconds, …]}}.
+
+    ``script --run NAME *argv`` must print one JSON line with seconds, peak_rss_mb, baseline_rss_mb."""
+    runs: dict[str, list[dict]] = {name: [] for name in contenders}
+    for round_index in range(repeat):
+        for name in contenders:
+            done = subprocess.run(
+                [sys.executable, script, "--run", name, *argv], capture_output=True, text=True, check=False
+            )
+            if done.returncode != 0:
+                sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
+            runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(f"round {round_index + 1}/{repeat}", name, runs[name][-1], flush=True)
+    return {
+        name: {
+            **{key: statistics.median(r[key] for r in rows) for key in rows[0]},
+            "runs": [round(r["seconds"], 2) for r in rows],
+        }
+        for name, rows in runs.items()
+    }

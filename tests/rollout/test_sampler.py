@@ -1,0 +1,126 @@
+"""The lean sampler against transformers: the same logits at every step, the same greedy tokens, and
+samples that follow softmax(logits / T) (top-p respected)."""
+
+import math
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from tether.rollout.sampler import sample_tokens, supports
+
+STOPS = [2, 3]
+
+
+def build(kind: str):
+    common = dict(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,  # grouped-query attention
+        initializer_range=0.5,  # peaked distributions: greedy choices are far from ties
+        pad_token_id=0,
+        eos_token_id=STOPS,
+    )
+    torch.manual_seed(0)
+    if kind == "qwen2":  # q/k/v biases
+        return Qwen2ForCausalLM(Qwen2Config(**common)).eval()
+    if kind == "llama3-rope":
+        rope = {
+            "rope_type": "llama3",
+            "rope_theta": 500000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16,
+        }
+        return LlamaForCausalLM(LlamaConfig(**common, rope_parameters=rope)).eval()
+    return LlamaForCausalLM(LlamaConfig(**common)).eval()
+
+
+def left_padded_prompts():
+    ids = torch.tensor([[0, 0, 0, 5, 6, 7], [8, 9, 10, 11, 12, 13], [0, 14, 15, 16, 17, 18]])
+    return ids, (ids != 0).long()
+
+
+class Recorder:
+    """A logits processor that keeps every step's raw logits and changes nothing."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, input_ids, scores):
+        self.seen.append((input_ids.clone(), scores.clone()))
+        return scores
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "llama3-rope"])
+def test_step_logits_and_greedy_tokens_equal_transformers(kind):
+    model = build(kind)
+    assert supports(model)
+    ids, mask = left_padded_prompts()
+    recorder = Recorder()
+    ours = sample_tokens(model, ids, mask, 10, STOPS, 0, do_sample=False, logits_processors=[recorder])
+    with torch.no_grad():
+        theirs = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=10,
+            do_sample=False,
+            eos_token_id=STOPS,
+            pad_token_id=0,
+        )[:, ids.shape[1] :]
+    assert torch.equal(ours, theirs)
+    # Every step's logits equal a plain forward over the whole sequence so far (left padding and all).
+    for sequence, scores in recorder.seen:
+        attention = torch.cat([mask, torch.ones(3, sequence.shape[1] - ids.shape[1], dtype=torch.long)], 1)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        with torch.no_grad():
+            full = model(input_ids=sequence, attention_mask=attention, position_ids=positions).logits[:, -1]
+        torch.testing.assert_close(scores, full, atol=1e-4, rtol=1e-4)
+    assert len(recorder.seen) == ours.shape[1]
+
+
+def test_samples_follow_the_tempered_distribution():
+    model = build("llama")
+    ids = torch.tensor([[5, 6, 7]]).repeat(4000, 1)
+    temperature = 0.7
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids[:1]).logits[0, -1] / temperature, -1)
+    torch.manual_seed(1)
+    tokens = sample_tokens(model, ids, torch.ones_like(ids), 1, STOPS, 0, temperature=temperature)[:, 0]
+    # E[log p(token)] = −H(p): the sample mean must sit within 4 standard errors of the exact value.
+    drawn = logp[tokens]
+    exact = float((logp.exp() * logp).sum())
+    standard_error = float(drawn.std()) / math.sqrt(len(drawn))
+    assert abs(float(drawn.mean()) - exact) < 4 * standard_error
+    # and the empirical frequency of the likeliest token matches its probability
+    top = int(logp.argmax())
+    assert abs(float((tokens == top).float().mean()) - float(logp[top].exp())) < 0.03
+
+
+def test_top_p_keeps_to_the_nucleus():
+    model = build("llama")
+    ids = torch.tensor([[5, 6, 7]]).repeat(500, 1)
+    with torch.no_grad():
+        probs = torch.softmax(model(input_ids=ids[:1]).logits[0, -1], -1)
+    ordered, order = probs.sort(descending=True)
+    nucleus = set(order[: int((ordered.cumsum(0) < 0.6).sum()) + 1].tolist())  # smallest set with ≥ 0.6
+    torch.manual_seed(0)
+    tokens = sample_tokens(model, ids, torch.ones_like(ids), 1, STOPS, 0, top_p=0.6)[:, 0]
+    assert set(tokens.tolist()) <= nucleus and len(set(tokens.tolist())) == len(nucleus) > 1
+
+
+def test_rows_stop_independently_and_pad_after_their_stop():
+    model = build("llama")
+    ids, mask = left_padded_prompts()
+    torch.manual_seed(3)
+    out = sample_tokens(model, ids, mask, 40, STOPS, 0)
+    assert sum(any(t in STOPS for t in row) for row in out.tolist()) >= 1
+    for row in out.tolist():
+        if any(t in STOPS for t in row):
+            first = next(i for i, t in enumerate(row) if t in STOPS)
+            assert all(t == 0 for t in row[first + 1 :])
+    assert out.shape[1] <= 40
