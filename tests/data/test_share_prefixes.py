@@ -75,6 +75,8 @@ def test_a_long_group_is_split_into_blocks_of_capacity():
     # A block is the 9-token prefix plus as many 4-token branches as fit in 20: 2, 2, 1 → 3 rows.
     assert layout["input_ids"].shape == (3, 17)
     assert (layout["input_ids"][:, :9] == torch.tensor(prompt[:9])).all()
+    whole = share_prefixes([s.input_ids for s in sequences], [s.labels for s in sequences], 0, 0)
+    assert whole["input_ids"].shape == (1, 9 + 5 * 4)  # capacity 0: the prefix once, however long
 
 
 PAIRS = [

@@ -83,6 +83,29 @@ def test_step_logits_and_greedy_tokens_equal_transformers(kind):
     assert len(recorder.seen) == ours.shape[1]
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_rows_leaving_the_batch_change_no_token(seed):
+    # Without logits processors, stopped rows leave the running batch; greedy tokens stay generate's.
+    model = build("llama")
+    torch.manual_seed(seed)
+    ids = torch.randint(4, 64, (6, 5))
+    ids[:3, :2] = 0  # left padding on half the rows
+    mask = (ids != 0).long()
+    ours = sample_tokens(model, ids, mask, 30, STOPS, 0, do_sample=False)
+    with torch.no_grad():
+        theirs = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=30,
+            do_sample=False,
+            eos_token_id=STOPS,
+            pad_token_id=0,
+        )[:, ids.shape[1] :]
+    assert torch.equal(ours, theirs)
+    stopped_at = [next((i for i, t in enumerate(row) if t in STOPS), None) for row in ours.tolist()]
+    assert len({s for s in stopped_at if s is not None}) >= 2  # rows left the batch at different steps
+
+
 def test_samples_follow_the_tempered_distribution():
     model = build("llama")
     ids = torch.tensor([[5, 6, 7]]).repeat(4000, 1)

@@ -80,8 +80,8 @@ def share_prefixes(
     rejected response of a pair, the G samples of a group); the branch ``ids[p_n:]`` (the last prompt
     token and the response) is stored once per distinct branch. A block holds a prefix and as many of its
     branches as fit in ``capacity`` tokens (a prefix with more branches gets several blocks, so rows stay
-    short: attention costs the square of a row's length); blocks go into rows of ``capacity`` tokens
-    (first-fit decreasing). Branch tokens keep their positions p_n, p_n+1, … and attend causally to their
+    short: attention costs the square of a row's length; ``capacity`` 0: one block per prefix, however
+    long); blocks go into rows of ``capacity`` tokens, or of the longest block (first-fit decreasing). Branch tokens keep their positions p_n, p_n+1, … and attend causally to their
     own prefix and their own branch only (the 4-D mask), so every logit equals the unshared forward's.
     The idea is that of prefix sharing for preference tuning (Wang & Hegde 2024, "Accelerating Direct
     Preference Optimization with Prefix Sharing", arXiv:2410.20305) and of InstructGPT's one forward
@@ -103,9 +103,9 @@ def share_prefixes(
     # Blocks (prefix, branches), each at most ``capacity`` tokens unless one branch alone is longer.
     blocks: list[tuple[tuple[int, ...], list[tuple]]] = []
     for prefix, branches in groups.items():
-        size = capacity + 1  # the prefix's first branch opens a block
+        size = None  # the prefix's first branch opens a block
         for key in branches:
-            if size + len(key[0]) > capacity:
+            if size is None or (capacity > 0 and size + len(key[0]) > capacity):
                 blocks.append((prefix, []))
                 size = len(prefix)
             blocks[-1][1].append(key)

@@ -57,6 +57,11 @@ class _Cache:
         self.keys = [like.new_empty(n, heads, capacity, dim) for _ in range(layers)]
         self.values = [like.new_empty(n, heads, capacity, dim) for _ in range(layers)]
 
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only ``rows`` (a boolean mask or indices over the batch)."""
+        self.keys = [k[rows] for k in self.keys]
+        self.values = [v[rows] for v in self.values]
+
 
 def _forward(
     model: Any,
@@ -141,8 +146,10 @@ def sample_tokens(
     logits_processors: Sequence[Any] | None = None,
 ) -> torch.Tensor:
     """Responses (N, A ≤ max_new_tokens) to left-padded prompts ``input_ids`` (N, P), as ``generate``
-    returns them after the prompt: a row's stop token is kept, everything after it is ``pad_token_id``;
-    generation ends when every row has stopped. ``do_sample=False`` is greedy decoding."""
+        returns them after the prompt: a row's stop token is kept, everything after it is ``pad_token_id``;
+        generation ends when every row has stopped. ``do_sample=False`` is greedy decoding. Rows that have
+    stopped leave the running batch once a quarter of it has (not with logits processors, which keep
+    state for the whole batch)."""
     config = model.config
     n, prompt_length = input_ids.shape
     heads = config.num_attention_heads
@@ -163,23 +170,30 @@ def sample_tokens(
     next_position = position_ids[:, -1:] + 1
     stops = torch.tensor(list(stop_ids), device=input_ids.device)
     done = torch.zeros(n, dtype=torch.bool, device=input_ids.device)
+    active = torch.arange(n, device=input_ids.device)  # rows still in the batch the model runs on
     sequence, generated = input_ids, []
     for step in range(max_new_tokens):
         scores = logits
         for processor in logits_processors or ():  # on the raw logits, before temperature (as generate)
             scores = processor(sequence, scores)
-        token = _draw(scores / temperature, top_p) if do_sample else scores.argmax(-1)
-        token = token.masked_fill(done, pad_token_id)
+        drawn = _draw(scores / temperature, top_p) if do_sample else scores.argmax(-1)
+        drawn = drawn.masked_fill(done[active], pad_token_id)
+        token = torch.full((n,), pad_token_id, dtype=drawn.dtype, device=drawn.device)
+        token[active] = drawn
         generated.append(token)
         done |= torch.isin(token, stops)
         if done.all() or step == max_new_tokens - 1:
             break
-        if logits_processors:
+        if logits_processors:  # they keep state for the whole batch: no row leaves it
             sequence = torch.cat([sequence, token[:, None]], dim=1)
+        elif 4 * int(done[active].sum()) >= len(active):  # a quarter has stopped: drop them
+            keep = ~done[active]
+            active, drawn, next_position, real = active[keep], drawn[keep], next_position[keep], real[keep]
+            cache.select(keep)
         column = prompt_length + step
         real[:, column] = True
         logits = _forward(
-            model, token[:, None], next_position, cache, column, real[:, None, None, : column + 1]
+            model, drawn[:, None], next_position, cache, column, real[:, None, None, : column + 1]
         )
         next_position = next_position + 1
     return torch.stack(generated, dim=1)
