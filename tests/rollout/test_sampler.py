@@ -90,6 +90,7 @@ def test_rows_leaving_the_batch_change_no_token(seed):
     torch.manual_seed(seed)
     ids = torch.randint(4, 64, (6, 5))
     ids[:3, :2] = 0  # left padding on half the rows
+    ids[4] = ids[3]  # a repeated prompt (prefilled once)
     mask = (ids != 0).long()
     ours = sample_tokens(model, ids, mask, 30, STOPS, 0, do_sample=False)
     with torch.no_grad():
@@ -147,3 +148,23 @@ def test_rows_stop_independently_and_pad_after_their_stop():
             first = next(i for i, t in enumerate(row) if t in STOPS)
             assert all(t == 0 for t in row[first + 1 :])
     assert out.shape[1] <= 40
+
+
+def test_a_repeated_prompt_is_prefilled_once_and_sampled_independently():
+    model = build("llama")
+    ids = torch.tensor([[0, 5, 6, 7]] * 3 + [[8, 9, 10, 11]] * 3)
+    mask = (ids != 0).long()
+    torch.manual_seed(0)
+    out = sample_tokens(model, ids, mask, 6, STOPS, 0)
+    assert len({tuple(row) for row in out[:3].tolist()}) > 1  # the copies draw their own tokens
+    greedy = sample_tokens(model, ids, mask, 6, STOPS, 0, do_sample=False)
+    with torch.no_grad():
+        theirs = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=6,
+            do_sample=False,
+            eos_token_id=STOPS,
+            pad_token_id=0,
+        )[:, ids.shape[1] :]
+    assert torch.equal(greedy, theirs)

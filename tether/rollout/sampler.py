@@ -58,7 +58,7 @@ class _Cache:
         self.values = [like.new_empty(n, heads, capacity, dim) for _ in range(layers)]
 
     def select(self, rows: torch.Tensor) -> None:
-        """Keep only ``rows`` (a boolean mask or indices over the batch)."""
+        """Keep only ``rows`` (a boolean mask, or indices over the batch, repeats allowed)."""
         self.keys = [k[rows] for k in self.keys]
         self.values = [v[rows] for v in self.values]
 
@@ -155,18 +155,25 @@ def sample_tokens(
     heads = config.num_attention_heads
     dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     capacity = prompt_length + max_new_tokens
-    cache = _Cache(
-        len(model.model.layers), n, config.num_key_value_heads, capacity, dim, model.lm_head.weight
-    )
     real = torch.zeros(n, capacity, dtype=torch.bool, device=input_ids.device)  # which columns hold tokens
     real[:, :prompt_length] = attention_mask.bool()
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    # A prompt repeated (the G samples of a group) is prefilled once, and its cache copied to its rows.
+    rows = torch.cat([input_ids, attention_mask.to(input_ids.dtype)], dim=1)
+    unique, row_of = torch.unique(rows, dim=0, return_inverse=True)
+    first = torch.full((len(unique),), n, dtype=torch.long, device=input_ids.device)
+    first = first.scatter_reduce(0, row_of, torch.arange(n, device=input_ids.device), reduce="amin")
+    cache = _Cache(
+        len(model.model.layers), len(first), config.num_key_value_heads, capacity, dim, model.lm_head.weight
+    )
     causal = torch.ones(prompt_length, prompt_length, dtype=torch.bool, device=input_ids.device).tril()
     # A padding query sees itself, so no attention row is empty (its output is never used).
-    prefill_mask = (causal & real[:, None, :prompt_length]) | torch.eye(
+    prefill_mask = (causal & real[first, None, :prompt_length]) | torch.eye(
         prompt_length, dtype=torch.bool, device=input_ids.device
     )
-    logits = _forward(model, input_ids, position_ids, cache, 0, prefill_mask[:, None])
+    logits = _forward(model, input_ids[first], position_ids[first], cache, 0, prefill_mask[:, None])
+    cache.select(row_of)
+    logits = logits[row_of]
     next_position = position_ids[:, -1:] + 1
     stops = torch.tensor(list(stop_ids), device=input_ids.device)
     done = torch.zeros(n, dtype=torch.bool, device=input_ids.device)
