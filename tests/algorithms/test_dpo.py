@@ -34,11 +34,11 @@ def alone_logp(model, example):
     return sequence_logps(TokenLogProbs(model), batch, 1)[0][0]
 
 
-@pytest.mark.parametrize("pack_length", [0, 64, 512])
-def test_packed_logps_equal_one_by_one(make_model, pairs, tokenizer, pack_length):
+@pytest.mark.parametrize(("pack_length", "share_prefix"), [(0, False), (64, False), (64, True), (512, True)])
+def test_packed_logps_equal_one_by_one(make_model, pairs, tokenizer, pack_length, share_prefix):
     model = make_model()
     sequences = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    batch = sequence_batch(sequences, tokenizer.pad_token_id, pack_length)
+    batch = sequence_batch(sequences, tokenizer.pad_token_id, pack_length, share_prefix)
     logps, lengths = sequence_logps(TokenLogProbs(model), batch, len(sequences))
     expected = torch.stack([alone_logp(model, s) for s in sequences])
     torch.testing.assert_close(logps, expected, atol=1e-4, rtol=1e-5)
@@ -53,7 +53,7 @@ def test_dpo_gradient_is_the_lectures_form(make_model, pairs, tokenizer):
 
     # Autograd through the stage's path: one packed forward, the registered loss.
     pair.ref_chosen, pair.ref_rejected = float(ref_w), float(ref_l)
-    batch = collate_pairs([pair], tokenizer.pad_token_id, pack_length=512)
+    batch = collate_pairs([pair], tokenizer.pad_token_id, pack_length=512, share_prefix=True)
     logps, _ = sequence_logps(TokenLogProbs(model), batch, 2)
     loss, _ = get_preference_loss("dpo")(
         policy_chosen_logps=logps[:1],

@@ -75,6 +75,8 @@ def test_a_long_group_is_split_into_blocks_of_capacity():
     # A block is the 9-token prefix plus as many 4-token branches as fit in 20: 2, 2, 1 → 3 rows.
     assert layout["input_ids"].shape == (3, 17)
     assert (layout["input_ids"][:, :9] == torch.tensor(prompt[:9])).all()
+    tight = share_prefixes([s.input_ids for s in sequences], [s.labels for s in sequences], 0, 5)
+    assert tight["input_ids"].shape == (3, 17)  # even below capacity, two responses share a prompt
     whole = share_prefixes([s.input_ids for s in sequences], [s.labels for s in sequences], 0, 0)
     assert whole["input_ids"].shape == (1, 9 + 5 * 4)  # capacity 0: the prefix once, however long
 
@@ -100,7 +102,7 @@ def test_logps_and_gradients_equal_the_plain_forward(make_model, tokenizer, atte
         grads = torch.autograd.grad((weights * logps).sum(), list(target.parameters()))
         return logps.detach(), lengths, grads
 
-    shared = sequence_batch(sequences, tokenizer.pad_token_id, capacity)
+    shared = sequence_batch(sequences, tokenizer.pad_token_id, capacity, share_prefix=True)
     assert "index" in shared
     plain = sequence_batch(sequences, tokenizer.pad_token_id, 0)  # one padded row per sequence
     got, expected = run(shared, model), run(plain, copy.deepcopy(model))

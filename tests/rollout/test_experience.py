@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tether.algorithms.online import forward
+from tether.models import apply_lora
 from tether.models.forward import token_logprobs
 from tether.models.value import PolicyValue
 from tether.ops.logprobs import IGNORE_INDEX
@@ -82,6 +83,16 @@ def test_sampling_is_not_truncated_to_the_top_k(make_model, tokenizer):
     # than the 50 distinct tokens that transformers' default top_k=50 would allow.
     torch.manual_seed(0)
     exp = sample(make_model(), tokenizer, ["review the phone."], group_size=300, max_new_tokens=1)
+    assert len(set(exp.sequences[:, -1].tolist())) > 100
+
+
+def test_the_generate_fallback_ignores_the_checkpoints_sampling_settings(make_model, tokenizer):
+    # A LoRA policy samples with transformers' generate; a checkpoint's top_k=5 must not truncate it.
+    model = apply_lora(make_model(), r=2, alpha=4)
+    model.generation_config.top_k = 5
+    model.generation_config.repetition_penalty = 3.0
+    torch.manual_seed(0)
+    exp = sample(model, tokenizer, ["review the phone."], group_size=300, max_new_tokens=1)
     assert len(set(exp.sequences[:, -1].tolist())) > 100
 
 

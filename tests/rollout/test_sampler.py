@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from tether.rollout.sampler import sample_tokens, supports
+from tether.rollout.sampler import _draw, sample_tokens, supports
 
 STOPS = [2, 3]
 
@@ -27,6 +27,12 @@ def build(kind: str):
     torch.manual_seed(0)
     if kind == "qwen2":  # q/k/v biases
         return Qwen2ForCausalLM(Qwen2Config(**common)).eval()
+    if kind == "llama-biases":  # q/k/v and o biases
+        model = LlamaForCausalLM(LlamaConfig(**common, attention_bias=True)).eval()
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.self_attn.o_proj.bias.normal_()
+        return model
     if kind == "llama3-rope":
         rope = {
             "rope_type": "llama3",
@@ -56,7 +62,7 @@ class Recorder:
         return scores
 
 
-@pytest.mark.parametrize("kind", ["llama", "qwen2", "llama3-rope"])
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "llama3-rope", "llama-biases"])
 def test_step_logits_and_greedy_tokens_equal_transformers(kind):
     model = build(kind)
     assert supports(model)
@@ -168,3 +174,23 @@ def test_a_repeated_prompt_is_prefilled_once_and_sampled_independently():
             pad_token_id=0,
         )[:, ids.shape[1] :]
     assert torch.equal(greedy, theirs)
+
+
+def test_a_token_of_probability_zero_is_never_drawn():
+    scores = torch.full((4096, 8), float("-inf"))
+    scores[:, 3], scores[:, 6] = 0.0, 1.0  # only tokens 3 and 6 are possible
+    torch.manual_seed(0)
+    drawn = _draw(scores, top_p=1.0)
+    assert set(drawn.tolist()) == {3, 6}
+    assert abs(float((drawn == 6).float().mean()) - math.e / (1 + math.e)) < 0.03
+
+
+def test_models_with_layers_it_cannot_read_use_generate():
+    from tether.models import apply_lora
+
+    model = build("llama")
+    assert supports(model)
+    assert not supports(apply_lora(model, r=2, alpha=4))  # a PeftModel, and LoRA layers inside
+    injected = build("llama")
+    injected.model.layers[0].mlp.up_proj = torch.nn.Sequential(injected.model.layers[0].mlp.up_proj)
+    assert not supports(injected)  # a projection that is not a plain Linear

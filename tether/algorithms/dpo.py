@@ -73,7 +73,7 @@ def tokenize_pair(tokenizer: object, pair: PreferencePair, max_length: int) -> T
 
 
 def collate_pairs(
-    pairs: list[TokenizedPair], pad_token_id: int, pack_length: int, share_prefix: bool = True
+    pairs: list[TokenizedPair], pad_token_id: int, pack_length: int, share_prefix: bool = False
 ) -> dict[str, torch.Tensor]:
     """Chosen sequences then rejected ones, packed together: one forward for both sides of every pair,
     each prompt computed once (``share_prefix``)."""

@@ -33,12 +33,12 @@ def split_records(
 
 
 def sequence_batch(
-    examples: Sequence[TokenizedExample], pad_token_id: int, pack_length: int, share_prefix: bool = True
+    examples: Sequence[TokenizedExample], pad_token_id: int, pack_length: int, share_prefix: bool = False
 ) -> dict[str, torch.Tensor]:
     """Tensors for :func:`sequence_logps`: with ``pack_length`` > 0, packed rows in which sequences that
-    share a prompt compute it once (``share_prefix``, see ``data.packing.share_prefixes``) or plain
-    packed rows (``share_prefix`` False: for attention that takes no 4-D mask); with 0, one padded row
-    per sequence."""
+    share a prompt compute it once (``share_prefix``, see ``data.packing.share_prefixes``; pass
+    ``models.forward.shares_prefixes(model)``) or plain packed rows (for attention that takes no 4-D
+    mask); with 0, one padded row per sequence."""
     if pack_length > 0 and share_prefix:
         return share_prefixes(
             [e.input_ids for e in examples], [e.labels for e in examples], pad_token_id, pack_length

@@ -78,11 +78,14 @@ def share_prefixes(
     Sequence n is cut at p_n, the position that predicts its first labelled token: the prefix
     ``ids[:p_n]`` carries no loss and is shared by the sequences with the same prefix (the chosen and
     rejected response of a pair, the G samples of a group); the branch ``ids[p_n:]`` (the last prompt
-    token and the response) is stored once per distinct branch. A block holds a prefix and as many of its
-    branches as fit in ``capacity`` tokens (a prefix with more branches gets several blocks, so rows stay
-    short: attention costs the square of a row's length; ``capacity`` 0: one block per prefix, however
-    long); blocks go into rows of ``capacity`` tokens, or of the longest block (first-fit decreasing). Branch tokens keep their positions p_n, p_n+1, … and attend causally to their
-    own prefix and their own branch only (the 4-D mask), so every logit equals the unshared forward's.
+    token and the response) is stored once per distinct branch.
+
+    A block holds a prefix and as many of its branches as fit in ``capacity`` tokens, and at least two (a
+    pair always shares its prompt); a prefix with more branches gets several blocks, so rows stay short,
+    since attention costs the square of a row's length (``capacity`` 0: one block per prefix, however
+    long). Blocks go into rows of ``capacity`` tokens, or of the longest block (first-fit decreasing).
+    Branch tokens keep their positions p_n, p_n+1, … and attend causally to their own prefix and their
+    own branch only (the 4-D mask), so every logit equals the unshared forward's.
     The idea is that of prefix sharing for preference tuning (Wang & Hegde 2024, "Accelerating Direct
     Preference Optimization with Prefix Sharing", arXiv:2410.20305) and of InstructGPT's one forward
     per completion of a ranking (Ouyang et al. 2022, §3.5, reward modelling).
@@ -105,7 +108,8 @@ def share_prefixes(
     for prefix, branches in groups.items():
         size = None  # the prefix's first branch opens a block
         for key in branches:
-            if size is None or (capacity > 0 and size + len(key[0]) > capacity):
+            full = capacity > 0 and size is not None and size + len(key[0]) > capacity
+            if size is None or (full and len(blocks[-1][1]) >= 2):  # a pair's prompt is always shared
                 blocks.append((prefix, []))
                 size = len(prefix)
             blocks[-1][1].append(key)

@@ -57,6 +57,8 @@ class Trainer:
         """``groups``: a group id per training example; when given, each epoch shuffles the groups and
         keeps a group's examples adjacent, so they mostly share a micro-batch (see ``step_indices``)."""
         self.config = config
+        if groups is not None and len(groups) != len(train_data):
+            raise ValueError(f"{len(groups)} group ids for {len(train_data)} training examples")
         self.groups = None if groups is None else torch.as_tensor(groups)
         # Without an accelerator, cpu=True lets Accelerate run DDP over gloo when launched by torchrun.
         cpu_only = not (

@@ -17,7 +17,7 @@ from tether.data.packing import share_prefixes
 from tether.data.templates import render_prompt
 from tether.ops.logprobs import IGNORE_INDEX
 from tether.rollout import sampler
-from tether.rollout.generate import stop_token_ids
+from tether.rollout.generate import PLAIN_SAMPLING, stop_token_ids
 
 
 @dataclass
@@ -60,7 +60,7 @@ class Experience:
 
     def shared_layout(self, capacity: int = 0) -> dict[str, torch.Tensor]:
         """The rows as a shared-prefix layout (``data.packing.share_prefixes``): each prompt once per
-        group of G samples, no padding. Its ``index`` is (N, T) in this batch's columns, so
+        group of G samples, no left or right padding (only at the ends of the layout's rows). Its ``index`` is (N, T) in this batch's columns, so
         ``unshare(outputs, index)`` gives (N, T) outputs aligned as ``token_logprobs`` aligns them."""
         real = self.attention_mask.bool()
         labels = self.labels()
@@ -161,10 +161,10 @@ def sample(
                 do_sample=True,
                 temperature=temperature,
                 top_p=top_p,
-                top_k=0,  # no top-k truncation: the samples follow π^(1/T) (top-p aside), as the log-probs assume
                 eos_token_id=stops,
                 pad_token_id=tokenizer.pad_token_id,
                 logits_processor=LogitsProcessorList(processors) if processors else None,
+                **PLAIN_SAMPLING,  # no top-k, repetition penalty, …: the samples follow π^(1/T)
             )
             responses = output[:, batch["input_ids"].shape[1] :]  # (N, A)
         policy.train(was_training)

@@ -11,6 +11,19 @@ import torch
 from tether.data.templates import render_prompt
 from tether.rollout import sampler
 
+# What ``generate`` would otherwise take from transformers' defaults or a checkpoint's generation config
+# (top_k=50, a repetition penalty, a minimum length, …): set to no-ops, so samples follow π^(1/T) — top-p
+# aside — as the log-probs, importance ratios and KL estimates assume, and greedy decoding is plain argmax.
+PLAIN_DECODING = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "min_length": 0, "min_new_tokens": 0}
+PLAIN_SAMPLING = {
+    **PLAIN_DECODING,
+    "top_k": 0,
+    "typical_p": 1.0,
+    "min_p": 0.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+}
+
 
 @dataclass
 class GenerationResult:
@@ -73,9 +86,9 @@ def generate(
                 )
             else:
                 sampling = (
-                    {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+                    {"do_sample": True, "temperature": temperature, "top_p": top_p, **PLAIN_SAMPLING}
                     if do_sample
-                    else {"do_sample": False}
+                    else {"do_sample": False, **PLAIN_DECODING}
                 )
                 output = model.generate(
                     **batch,

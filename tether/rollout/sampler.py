@@ -9,8 +9,8 @@ softmax(logits / T), optionally top-p filtered, by one uniform draw per row (inv
 processors (``transformers`` API: ``(input_ids, scores) → scores``) run on each step's logits before the
 temperature, as in ``generate``. Greedy decoding gives ``generate``'s tokens exactly (tested).
 
-Models it does not cover (other architectures, LoRA wrappers, sliding-window attention, biases other
-than q/k/v's) use ``generate``: see :func:`supports`.
+Models it does not cover (other architectures, LoRA or quantised layers, sliding-window attention, MLP
+biases, several devices) use ``generate``: see :func:`supports`.
 """
 
 from __future__ import annotations
@@ -20,12 +20,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 FAST_MODEL_TYPES = ("llama", "qwen2")
 
 
 def supports(model: Any) -> bool:
-    """Whether :func:`sample_tokens` can run ``model`` (else use ``generate``)."""
+    """Whether :func:`sample_tokens` can run ``model`` exactly (else use ``generate``): a Llama or Qwen2
+    decoder on one device whose projections are plain ``nn.Linear`` (no LoRA, no quantised layers), with
+    full attention in every layer and a SiLU-gated MLP without biases."""
     config = getattr(model, "config", None)
     if config is None or getattr(config, "model_type", None) not in FAST_MODEL_TYPES:
         return False
@@ -35,8 +38,19 @@ def supports(model: Any) -> bool:
         return False
     if getattr(config, "use_sliding_window", False) or getattr(config, "mlp_bias", False):
         return False
-    layers = getattr(getattr(model, "model", None), "layers", None)
-    return layers is not None and hasattr(model.model, "rotary_emb") and hasattr(model, "lm_head")
+    if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or ()):
+        return False
+    if len(set(getattr(model, "hf_device_map", {}).values())) > 1:
+        return False
+    base = getattr(model, "model", None)
+    if getattr(base, "layers", None) is None or not hasattr(base, "rotary_emb"):
+        return False
+    projections = [getattr(model, "lm_head", None)]
+    for layer in base.layers:
+        attention, mlp = layer.self_attn, layer.mlp
+        projections += [attention.q_proj, attention.k_proj, attention.v_proj, attention.o_proj]
+        projections += [mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+    return all(type(p) is nn.Linear for p in projections)
 
 
 def _rms_norm(x: torch.Tensor, norm: Any) -> torch.Tensor:
@@ -99,15 +113,16 @@ def _forward(
         k = k * cos + _rotate_half(k) * sin
         cache.keys[index][:, :, start:end] = k
         cache.values[index][:, :, start:end] = v
+        keys, values = cache.keys[index][:, :, :end], cache.values[index][:, :, :end]
+        grouped = heads != kv_heads and keys.device.type == "cpu"  # elsewhere SDPA + GQA + mask → math path
+        if heads != kv_heads and not grouped:
+            keys = keys.repeat_interleave(heads // kv_heads, dim=1)
+            values = values.repeat_interleave(heads // kv_heads, dim=1)
         out = F.scaled_dot_product_attention(
-            q,
-            cache.keys[index][:, :, :end],
-            cache.values[index][:, :, :end],
-            attn_mask=mask,
-            scale=attention.scaling,
-            enable_gqa=heads != kv_heads,
+            q, keys, values, attn_mask=mask, scale=attention.scaling, enable_gqa=grouped
         )
-        x = x + F.linear(out.transpose(1, 2).reshape(n, s, heads * dim), attention.o_proj.weight)
+        out = out.transpose(1, 2).reshape(n, s, heads * dim)
+        x = x + F.linear(out, attention.o_proj.weight, attention.o_proj.bias)
         h = _rms_norm(x, layer.post_attention_layernorm)
         mlp = layer.mlp
         x = x + F.linear(
@@ -117,19 +132,19 @@ def _forward(
 
 
 def _draw(scores: torch.Tensor, top_p: float) -> torch.Tensor:
-    """One token per row from softmax(scores), restricted to the top-p nucleus when top_p < 1."""
+    """One token per row from softmax(scores), restricted to the top-p nucleus when top_p < 1: the first
+    token whose cumulative probability (float64, so no tail token rounds away) reaches u·total, with u
+    uniform on (0, 1] — a token of probability 0 can never be the first to reach it."""
     probs = torch.softmax(scores, dim=-1)
+    order = None
     if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        before = sorted_probs.cumsum(-1) - sorted_probs  # mass of the more likely tokens
-        sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)  # the most likely always stays
-        cdf = sorted_probs.cumsum(-1)
-        u = torch.rand(probs.shape[0], 1, device=probs.device) * cdf[:, -1:]
-        picked = torch.searchsorted(cdf, u).clamp(max=probs.shape[-1] - 1)
-        return order.gather(-1, picked).squeeze(-1)
-    cdf = probs.cumsum(-1)
-    u = torch.rand(probs.shape[0], 1, device=probs.device) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u).clamp(max=probs.shape[-1] - 1).squeeze(-1)
+        probs, order = probs.sort(dim=-1, descending=True)
+        before = probs.cumsum(-1) - probs  # mass of the more likely tokens
+        probs = probs.masked_fill(before >= top_p, 0.0)  # the most likely always stays
+    cdf = probs.double().cumsum(-1)
+    u = (1.0 - torch.rand(probs.shape[0], 1, device=probs.device, dtype=torch.float64)) * cdf[:, -1:]
+    picked = torch.searchsorted(cdf, u).clamp(max=probs.shape[-1] - 1)
+    return (picked if order is None else order.gather(-1, picked)).squeeze(-1)
 
 
 @torch.no_grad()
@@ -146,10 +161,11 @@ def sample_tokens(
     logits_processors: Sequence[Any] | None = None,
 ) -> torch.Tensor:
     """Responses (N, A ≤ max_new_tokens) to left-padded prompts ``input_ids`` (N, P), as ``generate``
-        returns them after the prompt: a row's stop token is kept, everything after it is ``pad_token_id``;
-        generation ends when every row has stopped. ``do_sample=False`` is greedy decoding. Rows that have
-    stopped leave the running batch once a quarter of it has (not with logits processors, which keep
-    state for the whole batch)."""
+    returns them after the prompt: a row's stop token is kept, everything after it is ``pad_token_id``;
+    generation ends when every row has stopped. ``do_sample=False`` is greedy decoding.
+
+    Rows that have stopped leave the running batch once a quarter of it has (not with logits processors,
+    which keep state for the whole batch); a prompt repeated across rows is prefilled once."""
     config = model.config
     n, prompt_length = input_ids.shape
     heads = config.num_attention_heads
@@ -164,7 +180,12 @@ def sample_tokens(
     first = torch.full((len(unique),), n, dtype=torch.long, device=input_ids.device)
     first = first.scatter_reduce(0, row_of, torch.arange(n, device=input_ids.device), reduce="amin")
     cache = _Cache(
-        len(model.model.layers), len(first), config.num_key_value_heads, capacity, dim, model.lm_head.weight
+        len(model.model.layers),
+        len(first),
+        config.num_key_value_heads,
+        capacity,
+        dim,
+        model.model.layers[0].self_attn.k_proj.weight,
     )
     causal = torch.ones(prompt_length, prompt_length, dtype=torch.bool, device=input_ids.device).tril()
     # A padding query sees itself, so no attention row is empty (its output is never used).
