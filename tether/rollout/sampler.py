@@ -168,6 +168,8 @@ def sample_tokens(
     which keep state for the whole batch); a prompt repeated across rows is prefilled once."""
     config = model.config
     n, prompt_length = input_ids.shape
+    if max_new_tokens <= 0:
+        return input_ids.new_empty(n, 0)
     heads = config.num_attention_heads
     dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     capacity = prompt_length + max_new_tokens
