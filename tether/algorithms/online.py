@@ -65,7 +65,7 @@ def model_inputs(
     and the function taking that forward's per-position outputs to the (N, A) response columns.
 
     When the model's attention takes 4-D masks, the rows become a shared-prefix layout: a group's prompt
-    is computed once and no padding is (``Experience.shared_layout``). Rows hold up to 2·T tokens:
+    is computed once, and padding is left out (``Experience.shared_layout``). Rows hold up to 2·T tokens:
     attention costs the square of a row's length, and on the pipeline's GRPO batches (G = 4, T ≈ 73) a
     policy forward + backward took 98 / 75 / 84 ms at T / 2·T / 4·T, against 108 ms padded.
     Otherwise the padded (N, T) batch as sampled."""
