@@ -5,6 +5,7 @@ import torch
 from tether.ops import (
     entropy_from_logits,
     gather_logprobs,
+    logprobs_and_entropy,
     masked_mean,
     masked_var,
     masked_whiten,
@@ -40,6 +41,24 @@ def test_entropy_hand_worked():
     expected = -sum(q * math.log(q) for q in p)
     assert abs(entropy_from_logits(LOGITS).item() - expected) < 1e-6
     assert abs(entropy_from_logits(torch.zeros(4)).item() - math.log(4)) < 1e-6  # uniform: log V
+
+
+def test_logprobs_and_entropy_from_one_log_softmax():
+    p = [1 / 6, 2 / 6, 3 / 6]
+    picked, entropy = logprobs_and_entropy(LOGITS.expand(3, 3), torch.tensor([0, 1, 2]))
+    torch.testing.assert_close(picked, torch.tensor([math.log(q) for q in p]))
+    torch.testing.assert_close(entropy, torch.full((3,), -sum(q * math.log(q) for q in p)))
+    # At temperature 2, the same values as the two separate functions, gradients included.
+    logits = torch.randn(5, 7, requires_grad=True)
+    labels = torch.tensor([0, 6, 3, 3, 1])
+    picked, entropy = logprobs_and_entropy(logits, labels, temperature=2.0)
+    torch.testing.assert_close(picked, gather_logprobs(logits, labels, temperature=2.0))
+    torch.testing.assert_close(entropy, entropy_from_logits(logits, temperature=2.0))
+    ours = torch.autograd.grad((picked + 0.3 * entropy).sum(), logits)[0]
+    theirs = torch.autograd.grad(
+        (gather_logprobs(logits, labels, 2.0) + 0.3 * entropy_from_logits(logits, 2.0)).sum(), logits
+    )[0]
+    torch.testing.assert_close(ours, theirs)
 
 
 def test_shift_labels():

@@ -95,15 +95,17 @@ def forward(
     return {k: None if v is None else columns(v) for k, v in out.items()}
 
 
-@torch.no_grad()
 def reference_logprobs(reference: Any, experience: Experience, temperature: float) -> torch.Tensor:
     """log π_ref of the sampled tokens (N, A); with LoRA, the policy with its adapters disabled."""
     (input_ids, attention_mask, labels, position_ids), columns = model_inputs(experience, reference)
     args = (input_ids, attention_mask, labels, temperature, position_ids)
-    if is_peft_model(reference):
-        with reference.disable_adapter():
-            return columns(token_logprobs(reference, *args))
-    return columns(token_logprobs(reference, *args))
+    with torch.inference_mode():  # no autograd bookkeeping at all
+        if is_peft_model(reference):
+            with reference.disable_adapter():
+                logprobs = columns(token_logprobs(reference, *args))
+        else:
+            logprobs = columns(token_logprobs(reference, *args))
+    return logprobs.clone()  # cloned outside inference mode: a normal tensor, which losses may save
 
 
 def make_experience(
@@ -164,7 +166,10 @@ def make_experience(
 
 def shuffled_minibatches(n: int, group_size: int, minibatch_size: int) -> list[torch.Tensor]:
     """Row indices of each minibatch: whole groups (the G samples of a prompt) in random order, so a
-    minibatch never splits a group; at least one group per minibatch."""
+    minibatch never splits a group; at least one group per minibatch. One minibatch holding every row
+    keeps them in order (the loss does not depend on their order)."""
+    if minibatch_size >= n:
+        return [torch.arange(n)]
     groups = torch.randperm(n // group_size)
     rows = (groups[:, None] * group_size + torch.arange(group_size)).flatten()
     per_minibatch = max(1, minibatch_size // group_size) * group_size
@@ -201,7 +206,10 @@ def run_online(
     reference = policy if is_peft_model(policy) else copy.deepcopy(policy).requires_grad_(False).eval()
     scorer = resolve_judge(config.reward, config.seed, config.trust_remote_code)
     gold = resolve_judge(config.gold, config.seed) if config.gold else None
-    prompts = load_prompts(config.prompts, config.n_prompts, config.seed)
+    # The loop reads prompts in order and cycles: the first max_steps · batch_size are all it can use.
+    prompts = load_prompts(
+        config.prompts, min(config.n_prompts, config.max_steps * config.batch_size), config.seed
+    )
 
     torch.manual_seed(config.seed)
     module = PolicyValue(policy, value_mode)
@@ -393,4 +401,6 @@ def clipped_policy_loss(
     metrics.update(entropy_metrics)
     metrics.update(kl_metrics)
     metrics["policy/loss"] = policy_loss.detach()
-    return policy_loss + config.ent_coef * entropy_loss + kl_term, metrics
+    if config.ent_coef:  # (0 · entropy would still send a backward pass through the entropy)
+        policy_loss = policy_loss + config.ent_coef * entropy_loss
+    return policy_loss + kl_term, metrics

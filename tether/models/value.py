@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from tether.models.forward import _base_model, attention_mask_for
-from tether.ops.logprobs import IGNORE_INDEX, entropy_from_logits, gather_logprobs, shift_labels
+from tether.ops.logprobs import IGNORE_INDEX, logprobs_and_entropy, shift_labels
 
 VALUE_MODES = ("none", "head", "model")
 
@@ -58,11 +58,10 @@ class PolicyValue(nn.Module):
         hidden = base.get_decoder()(**inputs).last_hidden_state  # (N, T, D)
         targets = shift_labels(input_ids, labels)
         selected = targets != IGNORE_INDEX
-        logits = base.get_output_embeddings()(hidden[selected]).float() / temperature  # (K, V)
+        logits = base.get_output_embeddings()(hidden[selected])  # (K, V)
         logprobs = torch.zeros(targets.shape, device=hidden.device)
         entropy = torch.zeros(targets.shape, device=hidden.device)
-        logprobs[selected] = gather_logprobs(logits, targets[selected])
-        entropy[selected] = entropy_from_logits(logits)
+        logprobs[selected], entropy[selected] = logprobs_and_entropy(logits, targets[selected], temperature)
         values = None
         if self.value_head is not None:
             value_hidden = hidden if self.critic is None else self.critic(**inputs).last_hidden_state

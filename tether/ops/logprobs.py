@@ -56,3 +56,18 @@ def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch
         z = z / temperature
     probs = torch.softmax(z, dim=-1)
     return torch.logsumexp(z, dim=-1) - (probs * z).sum(-1)
+
+
+def logprobs_and_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log softmax(z)[label] and the entropy H = −Σ p·log p of softmax(z), z = logits / temperature, both
+    fp32, from one log-softmax (K, V) → (K,), (K,): what :func:`gather_logprobs` and
+    :func:`entropy_from_logits` give, for a forward that needs both (each would otherwise take its own
+    logsumexp over the vocabulary). Labels must be valid ids."""
+    z = logits.float()
+    if temperature != 1.0:
+        z = z / temperature
+    logp = torch.log_softmax(z, dim=-1)
+    picked = logp.gather(-1, labels[..., None]).squeeze(-1)
+    return picked, -(logp.exp() * logp).sum(-1)

@@ -39,6 +39,7 @@ class Experience:
     advantages: torch.Tensor | None = None  # (N, A) Â_t
     returns: torch.Tensor | None = None  # (N, A) targets of the value head
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    layouts: dict[int, dict] = field(default_factory=dict, repr=False)  # shared_layout's, by capacity
 
     @property
     def prompt_length(self) -> int:
@@ -60,8 +61,11 @@ class Experience:
 
     def shared_layout(self, capacity: int = 0) -> dict[str, torch.Tensor]:
         """The rows as a shared-prefix layout (``data.packing.share_prefixes``): each prompt once per
-        group of G samples, no left or right padding (only at the ends of the layout's rows). Its ``index`` is (N, T) in this batch's columns, so
-        ``unshare(outputs, index)`` gives (N, T) outputs aligned as ``token_logprobs`` aligns them."""
+        group of G samples, no left or right padding (only at the ends of the layout's rows). Its
+        ``index`` is (N, T) in this batch's columns, so ``unshare(outputs, index)`` gives (N, T) outputs aligned as ``token_logprobs`` aligns them.
+        Computed once per capacity (the policy, reference and value forwards share it)."""
+        if capacity in self.layouts:
+            return self.layouts[capacity]
         real = self.attention_mask.bool()
         labels = self.labels()
         layout = share_prefixes(
@@ -76,6 +80,7 @@ class Experience:
         index = torch.full(real.shape, layout["input_ids"].numel(), dtype=torch.long)
         index[rows, columns] = layout["index"][rows, j]
         layout["index"] = index
+        self.layouts[capacity] = layout
         return layout
 
     def response_columns(self, per_position: torch.Tensor) -> torch.Tensor:
@@ -84,7 +89,11 @@ class Experience:
         return per_position[:, start : start + self.response_mask.shape[1]]
 
     def select(self, rows: torch.Tensor) -> Experience:
-        """The rows ``rows`` of every tensor (a minibatch)."""
+        """The rows ``rows`` of every tensor (a minibatch); the batch itself when ``rows`` is all of
+        them in order (so what it caches, such as its shared layout, is computed once)."""
+        n = self.sequences.shape[0]
+        if len(rows) == n and torch.equal(rows, torch.arange(n, device=rows.device)):
+            return self
         picked = {}
         for name, value in self.__dict__.items():
             if value is None:
@@ -93,6 +102,8 @@ class Experience:
                 picked[name] = value[rows]
             elif name == "extras":
                 picked[name] = {k: v[rows] for k, v in value.items()}
+            elif name == "layouts":
+                picked[name] = {}
             else:
                 index = rows.tolist()
                 picked[name] = [value[i] for i in index]
@@ -117,13 +128,18 @@ def sample(
     batch (e.g. the Nash-MD opponent's geometric mixture, ``rollout/mixture.py``). ``backend``: another
     generator of response token ids (``rollout/vllm_backend.py``); the batch is assembled the same way."""
     repeated = [p for p in prompts for _ in range(group_size)]
-    texts = [render_prompt(tokenizer, p) for p in repeated]
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    try:
-        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    try:  # each prompt rendered and tokenized once, then its rows repeated G times
+        batch = tokenizer(
+            [render_prompt(tokenizer, p) for p in prompts],
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=False,
+        )
     finally:
         tokenizer.padding_side = side
+    batch = {key: batch[key].repeat_interleave(group_size, dim=0) for key in ("input_ids", "attention_mask")}
     stops = stop_token_ids(policy, tokenizer)
     if backend is not None:
         if logits_processors is not None:
