@@ -129,6 +129,52 @@ def test_minibatches_keep_groups_whole():
         assert group.tolist() == list(range(int(group[0]), int(group[0]) + 3)) and int(group[0]) % 3 == 0
 
 
+def test_one_minibatch_keeps_the_rows_in_order_and_draws_no_random_numbers():
+    state = torch.get_rng_state()
+    assert [b.tolist() for b in shuffled_minibatches(12, group_size=3, minibatch_size=12)] == [
+        list(range(12))
+    ]
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_zero_entropy_coefficient_sends_no_gradient_through_the_entropy():
+    from tether.algorithms.online import clipped_policy_loss
+
+    mask = torch.ones(2, 3)
+    logprobs = torch.log(torch.full((2, 3), 0.5)).requires_grad_()
+    entropy = torch.ones(2, 3, requires_grad=True)
+    batch = Experience(
+        prompts=["a", "a"],
+        completions=["", ""],
+        sequences=torch.zeros(2, 4, dtype=torch.long),
+        attention_mask=torch.ones(2, 4, dtype=torch.long),
+        response_mask=mask,
+        finished=torch.ones(2, dtype=torch.bool),
+        old_logprobs=logprobs.detach(),
+        ref_logprobs=logprobs.detach(),
+        advantages=torch.tensor([[1.0] * 3, [-1.0] * 3]),
+    )
+    for coef, touched in ((0.0, False), (0.1, True)):
+        config = PGConfig(ent_coef=coef, kl_estimator="k3", kl_in_reward=False, loss_agg="token_mean")
+        loss, metrics = clipped_policy_loss({"logprobs": logprobs, "entropy": entropy}, batch, config, 0.05)
+        loss.backward()
+        assert (entropy.grad is not None) == touched
+        assert metrics["policy/entropy"] == 1.0  # reported either way
+        # ρ = 1 and the KL term's gradient is 0 at π = π_ref: −mean(Â) over tokens gives ∂/∂logπ = −Â/6
+        torch.testing.assert_close(logprobs.grad, -batch.advantages / 6)
+        logprobs.grad = entropy.grad = None
+
+
+def test_the_first_prompts_of_a_pool_do_not_depend_on_its_size(tmp_path):
+    # run_online loads only the max_steps · batch_size prompts it can reach: exact because of this.
+    from tether.algorithms.collect import load_prompts
+
+    assert load_prompts("gym:reviews", 5, seed=3) == load_prompts("gym:reviews", 40, seed=3)[:5]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"p{i}"}) + "\n" for i in range(9)))
+    assert load_prompts(str(path), 4, seed=3) == load_prompts(str(path), 9, seed=3)[:4]
+
+
 def test_online_dpo_labels_pairs_and_skips_ties():
     experience = Experience(
         prompts=["a"] * 6,

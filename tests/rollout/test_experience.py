@@ -78,6 +78,22 @@ def test_shared_prompt_layout_equals_the_padded_batch(experience, value_mode):
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
+def test_the_shared_layout_is_computed_once_per_batch_and_not_carried_into_minibatches(experience):
+    _, exp = experience
+    capacity = 2 * exp.sequences.shape[1]
+    layout = exp.shared_layout(capacity)
+    assert exp.shared_layout(capacity) is layout  # the policy, reference and value forwards share it
+    n = exp.sequences.shape[0]
+    assert exp.select(torch.arange(n)) is exp  # the whole batch in order: the batch itself, cache and all
+    swapped = exp.select(torch.tensor([3, 4, 5, 0, 1, 2]))  # groups in another order: a fresh layout
+    assert swapped.layouts == {}
+    fresh = swapped.shared_layout(capacity)
+    for key in ("input_ids", "labels", "position_ids", "attention_mask"):
+        assert torch.equal(fresh[key], layout[key])  # the same blocks (rows sorted by length)…
+    assert not torch.equal(fresh["index"], layout["index"])  # …read back into the swapped rows
+    assert torch.equal(fresh["index"], layout["index"][[3, 4, 5, 0, 1, 2]])
+
+
 def test_sampling_is_not_truncated_to_the_top_k(make_model, tokenizer):
     # A fresh tiny model is close to uniform over its 400 tokens: 300 one-token samples hit far more
     # than the 50 distinct tokens that transformers' default top_k=50 would allow.

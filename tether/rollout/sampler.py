@@ -1,13 +1,23 @@
 """A lean sampler for Llama-family decoders: the same model, the same weights, a shorter path per token.
 
 On a CPU with a small policy, ``generate`` spends most of each decoding step in per-operation overhead
-(module calls, mask and cache bookkeeping), not in arithmetic. This sampler reads the layers' weights in
-place (no copy) and runs each step as the bare sequence of operations of a Llama block — RMSNorm, q/k/v
-projections, rotary embedding (the model's own ``rotary_emb``, so every RoPE variant it supports), a
-KV cache preallocated for the whole generation, SDPA, the gated MLP — then samples the next token from
-softmax(logits / T), optionally top-p filtered, by one uniform draw per row (inverse CDF). Logits
-processors (``transformers`` API: ``(input_ids, scores) → scores``) run on each step's logits before the
-temperature, as in ``generate``. Greedy decoding gives ``generate``'s tokens exactly (tested).
+(module calls, mask and cache bookkeeping), not in arithmetic. This sampler runs each step as the bare
+sequence of operations of a Llama block, with as few operations as it can:
+
+- the q/k/v projections stacked into one matrix (q's rows pre-scaled by the attention scaling) and the
+  gate/up projections into another: copies made once per call (their size is that of those projections),
+  freed after it;
+- fp32 RMSNorm as one fused operation;
+- rotary embedding from cos/sin tables of every position the call will need, made once from the model's
+  own ``rotary_emb`` (so every RoPE variant it supports), applied as q·cos + roll(q)·signed sin;
+- a KV cache preallocated for the whole generation; a step's attention is one batched matmul over
+  (rows, K/V heads, the query heads sharing each), with an additive mask over the prompts' padding;
+- residual additions fused into the output projections (``addmm``); no autograd (inference mode).
+
+It samples the next token from softmax(logits / T), optionally top-p filtered, by one uniform draw per row
+(inverse CDF). Logits processors (``transformers`` API: ``(input_ids, scores) → scores``) run on each
+step's logits before the temperature, as in ``generate``. Greedy decoding gives ``generate``'s tokens
+exactly (tested here, and on SmolLM2-135M-Instruct).
 
 Models it does not cover (other architectures, LoRA or quantised layers, sliding-window attention, MLP
 biases, several devices) use ``generate``: see :func:`supports`.
