@@ -154,6 +154,7 @@ def test_rows_stop_independently_and_pad_after_their_stop():
             first = next(i for i, t in enumerate(row) if t in STOPS)
             assert all(t == 0 for t in row[first + 1 :])
     assert out.shape[1] <= 40
+    assert not out.is_inference()  # sampled in inference mode, returned as a tensor training can use
     assert sample_tokens(model, ids, mask, 0, STOPS, 0).shape == (3, 0)  # nothing asked, nothing drawn
 
 

@@ -211,90 +211,66 @@ def sample_tokens(
 
     Rows that have stopped leave the running batch once a quarter of it has (not with logits processors,
     which keep state for the whole batch); a prompt repeated across rows is prefilled once."""
-    with torch.inference_mode():  # no autograd bookkeeping at all: about 10 % less time per step here
-        tokens = _sample(
-            model,
-            input_ids,
-            attention_mask,
-            max_new_tokens,
-            stop_ids,
-            pad_token_id,
-            temperature,
-            top_p,
-            do_sample,
-            logits_processors,
-        )
-    return tokens.clone()  # a normal tensor again, which training may use as input
-
-
-def _sample(
-    model: Any,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    max_new_tokens: int,
-    stop_ids: Sequence[int],
-    pad_token_id: int,
-    temperature: float,
-    top_p: float,
-    do_sample: bool,
-    logits_processors: Sequence[Any] | None,
-) -> torch.Tensor:
     n, prompt_length = input_ids.shape
     device = input_ids.device
     if max_new_tokens <= 0:
         return input_ids.new_empty(n, 0)
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    # A prompt repeated (the G samples of a group) is prefilled once, and its cache copied to its rows.
-    unique, row_of = torch.unique(
-        torch.cat([input_ids, attention_mask.to(input_ids.dtype)], dim=1), dim=0, return_inverse=True
-    )
-    first = torch.full((len(unique),), n, dtype=torch.long, device=device)
-    first = first.scatter_reduce(0, row_of, torch.arange(n, device=device), reduce="amin")
-    capacity = prompt_length + max_new_tokens
-    decoder = _Decoder(model, len(first), prompt_length)
-    real = attention_mask.bool()
-    causal = torch.ones(prompt_length, prompt_length, dtype=torch.bool, device=device).tril()
-    # A padding query sees itself, so no attention row is empty (its output is never used).
-    prefill_mask = (causal & real[first, None, :]) | torch.eye(prompt_length, dtype=torch.bool, device=device)
-    rotary = decoder.rotary_tables(position_ids[first])
-    logits = decoder(input_ids[first], rotary, 0, prefill_mask[:, None])
-    decoder.select(row_of, prompt_length, capacity)
-    logits = logits[row_of]
-    # Every later column is a generated token, seen by the queries after it: an additive mask over the
-    # prompt's padding, and the rotary tables of each row's next positions, made once.
-    bias = torch.zeros(n, 1, 1, capacity, dtype=decoder.keys[0].dtype, device=device)
-    bias[:, 0, 0, :prompt_length].masked_fill_(~real, float("-inf"))
-    steps = torch.arange(1, max_new_tokens + 1, device=device)
-    cos, sin = decoder.rotary_tables(position_ids[:, -1:] + steps)
-    stops = torch.tensor(list(stop_ids), device=device)
-    out = torch.full((n, max_new_tokens), pad_token_id, dtype=input_ids.dtype, device=device)
-    running = None  # indices of the rows the model still runs on; None while it runs on all of them
-    stopped = torch.zeros(n, dtype=torch.bool, device=device)  # of the running rows
-    sequence = input_ids
-    for step in range(max_new_tokens):
-        scores = logits
-        for processor in logits_processors or ():  # on the raw logits, before temperature (as generate)
-            scores = processor(sequence, scores)
-        if temperature != 1.0:
-            scores = scores / temperature
-        drawn = _draw(scores, top_p) if do_sample else scores.argmax(-1)
-        drawn = drawn.masked_fill(stopped, pad_token_id)
-        if running is None:
-            out.select(1, step).copy_(drawn)
-        else:
-            out.select(1, step).index_copy_(0, running, drawn)
-        stopped |= torch.isin(drawn, stops)
-        count = int(stopped.sum())
-        if count == len(stopped) or step == max_new_tokens - 1:
-            break
-        if logits_processors:  # they keep state for the whole batch: no row leaves it
-            sequence = torch.cat([sequence, drawn[:, None]], dim=1)
-        elif 4 * count >= len(stopped):  # a quarter has stopped: drop them
-            keep = ~stopped
-            running = keep.nonzero().squeeze(1) if running is None else running[keep]
-            drawn, stopped, bias, cos, sin = drawn[keep], stopped[keep], bias[keep], cos[keep], sin[keep]
-            decoder.select(keep, prompt_length + step, capacity)
-        column = prompt_length + step  # where the token just drawn goes
-        rotary = (cos.narrow(1, step, 1), sin.narrow(1, step, 1))
-        logits = decoder(drawn[:, None], rotary, column, bias.narrow(3, 0, column + 1))
-    return out[:, : step + 1]
+    with torch.inference_mode():  # no autograd bookkeeping at all: about 10 % less time per step here
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        # A prompt repeated (the G samples of a group) is prefilled once, and its cache copied to its rows.
+        unique, row_of = torch.unique(
+            torch.cat([input_ids, attention_mask.to(input_ids.dtype)], dim=1), dim=0, return_inverse=True
+        )
+        first = torch.full((len(unique),), n, dtype=torch.long, device=device)
+        first = first.scatter_reduce(0, row_of, torch.arange(n, device=device), reduce="amin")
+        capacity = prompt_length + max_new_tokens
+        decoder = _Decoder(model, len(first), prompt_length)
+        real = attention_mask.bool()
+        causal = torch.ones(prompt_length, prompt_length, dtype=torch.bool, device=device).tril()
+        # A padding query sees itself, so no attention row is empty (its output is never used).
+        prefill_mask = (causal & real[first, None, :]) | torch.eye(
+            prompt_length, dtype=torch.bool, device=device
+        )
+        rotary = decoder.rotary_tables(position_ids[first])
+        logits = decoder(input_ids[first], rotary, 0, prefill_mask[:, None])
+        decoder.select(row_of, prompt_length, capacity)
+        logits = logits[row_of]
+        # Every later column is a generated token, seen by the queries after it: an additive mask over the
+        # prompt's padding, and the rotary tables of each row's next positions, made once.
+        bias = torch.zeros(n, 1, 1, capacity, dtype=decoder.keys[0].dtype, device=device)
+        bias[:, 0, 0, :prompt_length].masked_fill_(~real, float("-inf"))
+        steps = torch.arange(1, max_new_tokens + 1, device=device)
+        cos, sin = decoder.rotary_tables(position_ids[:, -1:] + steps)
+        stops = torch.tensor(list(stop_ids), device=device)
+        out = torch.full((n, max_new_tokens), pad_token_id, dtype=input_ids.dtype, device=device)
+        running = None  # indices of the rows the model still runs on; None while it runs on all of them
+        stopped = torch.zeros(n, dtype=torch.bool, device=device)  # of the running rows
+        sequence = input_ids
+        for step in range(max_new_tokens):
+            scores = logits
+            for processor in logits_processors or ():  # on the raw logits, before temperature (as generate)
+                scores = processor(sequence, scores)
+            if temperature != 1.0:
+                scores = scores / temperature
+            drawn = _draw(scores, top_p) if do_sample else scores.argmax(-1)
+            drawn = drawn.masked_fill(stopped, pad_token_id)
+            if running is None:
+                out.select(1, step).copy_(drawn)
+            else:
+                out.select(1, step).index_copy_(0, running, drawn)
+            stopped |= torch.isin(drawn, stops)
+            count = int(stopped.sum())
+            if count == len(stopped) or step == max_new_tokens - 1:
+                break
+            if logits_processors:  # they keep state for the whole batch: no row leaves it
+                sequence = torch.cat([sequence, drawn[:, None]], dim=1)
+            elif 4 * count >= len(stopped):  # a quarter has stopped: drop them
+                keep = ~stopped
+                running = keep.nonzero().squeeze(1) if running is None else running[keep]
+                drawn, stopped, bias, cos, sin = drawn[keep], stopped[keep], bias[keep], cos[keep], sin[keep]
+                decoder.select(keep, prompt_length + step, capacity)
+            column = prompt_length + step  # where the token just drawn goes
+            rotary = (cos.narrow(1, step, 1), sin.narrow(1, step, 1))
+            logits = decoder(drawn[:, None], rotary, column, bias.narrow(3, 0, column + 1))
+        tokens = out[:, : step + 1]
+    return tokens.clone()  # a normal tensor again, which training may use as input
