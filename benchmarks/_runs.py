@@ -1,5 +1,11 @@
 """Running benchmark contenders: each run in a fresh process, the contenders interleaved round by round
-(so a slow spell of the machine hits them all alike), the median of the repeats reported."""
+(so a slow spell of the machine hits them all alike), the median of the repeats reported.
+
+On a shared 2-core machine a run's time can swing by ±30 % from one minute to the next, for every
+contender alike. Two figures are steadier than the ratio of two medians: the ratio within each round
+(the two runs compared are a few seconds apart), summarised by its median and range
+(:func:`paired_speedup`), and the CPU time of the run (``cpu_seconds``), which time spent waiting for a
+core does not inflate."""
 
 from __future__ import annotations
 
@@ -30,3 +36,9 @@ def measure(script: str, contenders: list[str], argv: list[str], repeat: int) ->
         }
         for name, rows in runs.items()
     }
+
+
+def paired_speedup(results: dict[str, dict], ours: str, theirs: str) -> str:
+    """How many times faster ``ours`` ran than ``theirs`` round by round: "median× (min–max over N rounds)"."""
+    ratios = sorted(t / o for o, t in zip(results[ours]["runs"], results[theirs]["runs"]))
+    return f"{statistics.median(ratios):.2f}× ({ratios[0]:.2f}–{ratios[-1]:.2f} over {len(ratios)} rounds)"

@@ -3,7 +3,7 @@
 Same model (the pipeline's SFT model), same gym prompts, the same Python reward (the gym's gold reward),
 B prompts × G samples per step, the same maximum completion length, temperature 1, one gradient step
 per batch, β = 0.05, fp32. Measured: completions per second of the whole training call (model loading
-included, imports excluded) and the process's peak resident memory.
+included, imports excluded), its CPU time, and the process's peak resident memory.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import measure  # noqa: E402
+from _runs import measure, paired_speedup  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -131,8 +131,14 @@ def main() -> None:
         baseline = rss_mb()
         library, algorithm = args.run.split("-")
         runner = run_tether if library == "tether" else run_trl
+        cpu = time.process_time()
         seconds = runner(args, algorithm, out / args.run)
-        print(json.dumps({"seconds": seconds, "peak_rss_mb": rss_mb(), "baseline_rss_mb": baseline}))
+        cpu = time.process_time() - cpu
+        print(
+            json.dumps(
+                {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": rss_mb(), "baseline_rss_mb": baseline}
+            )
+        )
         return
 
     completions = args.steps * args.prompts * args.group
@@ -147,18 +153,20 @@ def main() -> None:
         "",
         f"Median of {args.repeat} runs per contender, interleaved; every run's seconds in the last column.",
         "",
-        "| contender | seconds | samples/s | peak RSS (MB) | runs (s) |",
-        "|---|---|---|---|---|",
+        "| contender | seconds | CPU seconds | samples/s | peak RSS (MB) | runs (s) |",
+        "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {n} | {r['seconds']:.1f} | {r['samples_per_s']:.1f} | {r['peak_rss_mb']:.0f} | "
-        f"{', '.join(map(str, r['runs']))} |"
+        f"| {n} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | {r['samples_per_s']:.1f} | "
+        f"{r['peak_rss_mb']:.0f} | {', '.join(map(str, r['runs']))} |"
         for n, r in results.items()
     ]
     for algorithm in ("grpo", "rloo"):
         ours, theirs = results[f"tether-{algorithm}"], results[f"trl-{algorithm}"]
         lines.append(
-            f"\n{algorithm}: tether {ours['samples_per_s'] / theirs['samples_per_s']:.2f}× samples/s, "
+            f"\n{algorithm}: tether {ours['samples_per_s'] / theirs['samples_per_s']:.2f}× samples/s "
+            f"(round by round {paired_speedup(results, f'tether-{algorithm}', f'trl-{algorithm}')}), "
+            f"{theirs['cpu_seconds'] / ours['cpu_seconds']:.2f}× less CPU time, "
             f"{ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}× peak RSS"
         )
     report = "\n".join(lines) + "\n"

@@ -73,3 +73,21 @@ def test_model_spec_errors(tmp_path):
         resolve_model(str(tmp_path))
     (tmp_path / "m.gguf").write_bytes(b"")
     assert resolve_model(str(tmp_path)).gguf_file == "m.gguf"
+
+
+def test_is_peft_model_answers_without_importing_peft(make_model):
+    import subprocess
+    import sys
+
+    from tether.models.lora import is_peft_model
+
+    # A fresh process: asking of a plain model does not import peft (about 0.2 s on the clock of a run).
+    code = (
+        "import sys, torch; from tether.models.lora import is_peft_model; "
+        "print(is_peft_model(torch.nn.Linear(2, 2)), 'peft' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "False"]
+    model = make_model()
+    assert not is_peft_model(model)
+    assert is_peft_model(apply_lora(model, r=4, alpha=8))
