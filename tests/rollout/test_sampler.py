@@ -33,6 +33,9 @@ def build(kind: str):
             for layer in model.model.layers:
                 layer.self_attn.o_proj.bias.normal_()
         return model
+    if kind == "dynamic-rope":  # rescaled once a sequence passes max_position_embeddings
+        rope = {"rope_type": "dynamic", "factor": 4.0, "rope_theta": 10000.0}
+        return LlamaForCausalLM(LlamaConfig(**common, max_position_embeddings=8, rope_parameters=rope)).eval()
     if kind == "llama3-rope":
         rope = {
             "rope_type": "llama3",
@@ -196,3 +199,22 @@ def test_models_with_layers_it_cannot_read_use_generate():
     injected = build("llama")
     injected.model.layers[0].mlp.up_proj = torch.nn.Sequential(injected.model.layers[0].mlp.up_proj)
     assert not supports(injected)  # a projection that is not a plain Linear
+
+
+def test_a_rope_that_depends_on_the_sequence_length_uses_generate():
+    """Dynamic RoPE rescales its frequencies from the longest position it is given. The sampler makes
+    every position's tables at once, so from the first token on it would differ from ``generate``, which
+    rescales only once the sequence is that long."""
+    model = build("dynamic-rope")
+    assert not supports(model)
+    ids, mask = left_padded_prompts()  # 6 prompt tokens + 10 new > max_position_embeddings = 8
+    with torch.no_grad():
+        theirs = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=10,
+            do_sample=False,
+            eos_token_id=STOPS,
+            pad_token_id=0,
+        )[:, ids.shape[1] :]
+    assert not torch.equal(sample_tokens(model, ids, mask, 10, STOPS, 0, do_sample=False), theirs)

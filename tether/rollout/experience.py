@@ -39,7 +39,8 @@ class Experience:
     advantages: torch.Tensor | None = None  # (N, A) Â_t
     returns: torch.Tensor | None = None  # (N, A) targets of the value head
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
-    layouts: dict[int, dict] = field(default_factory=dict, repr=False)  # shared_layout's, by capacity
+    # shared_layout's, by capacity; valid because sequences and masks never change after sampling
+    layouts: dict[int, dict] = field(default_factory=dict, repr=False)
 
     @property
     def prompt_length(self) -> int:
@@ -90,7 +91,9 @@ class Experience:
 
     def select(self, rows: torch.Tensor) -> Experience:
         """The rows ``rows`` of every tensor (a minibatch); the batch itself when ``rows`` is all of
-        them in order (so what it caches, such as its shared layout, is computed once)."""
+        them in order (so what it caches, such as its shared layout, is computed once). A field set on
+        that minibatch is then set on the batch: the online loop sets only ``old_logprobs``, and only
+        when it was unknown, with π_old's log-probs for every row (see ``online.run_online``)."""
         n = self.sequences.shape[0]
         if len(rows) == n and torch.equal(rows, torch.arange(n, device=rows.device)):
             return self

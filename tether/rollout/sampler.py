@@ -33,12 +33,16 @@ import torch.nn.functional as F
 from torch import nn
 
 FAST_MODEL_TYPES = ("llama", "qwen2")
+# RoPE variants whose frequencies depend on the longest position in the call: the sampler makes the tables
+# of every position at once, so they would be rescaled from the first token on, unlike in ``generate``.
+LENGTH_DEPENDENT_ROPE = ("dynamic", "longrope")
 
 
 def supports(model: Any) -> bool:
     """Whether :func:`sample_tokens` can run ``model`` exactly (else use ``generate``): a Llama or Qwen2
     decoder on one device whose projections are plain ``nn.Linear`` (no LoRA, no quantised layers), with
-    full attention in every layer and a SiLU-gated MLP without biases."""
+    full attention in every layer, a SiLU-gated MLP without biases, and a RoPE whose frequencies do not
+    depend on the sequence's length (not ``dynamic`` or ``longrope``)."""
     config = getattr(model, "config", None)
     if config is None or getattr(config, "model_type", None) not in FAST_MODEL_TYPES:
         return False
@@ -54,6 +58,9 @@ def supports(model: Any) -> bool:
         return False
     base = getattr(model, "model", None)
     if getattr(base, "layers", None) is None or not hasattr(base, "rotary_emb"):
+        return False
+    rope = getattr(base.rotary_emb, "rope_type", "default")  # one type, or one per layer type
+    if any(kind in LENGTH_DEPENDENT_ROPE for kind in (rope.values() if isinstance(rope, dict) else [rope])):
         return False
     projections = [getattr(model, "lm_head", None)]
     for layer in base.layers:
