@@ -2,10 +2,10 @@
 (so a slow spell of the machine hits them all alike), the median of the repeats reported.
 
 On a shared 2-core machine a run's time can swing by ±30 % from one minute to the next, for every
-contender alike. Two figures are steadier than the ratio of two medians: the ratio within each round
-(the two runs compared are a few seconds apart), summarised by its median and range
-(:func:`paired_speedup`), and the CPU time of the run (``cpu_seconds``), which time spent waiting for a
-core does not inflate."""
+contender alike. The ratio within each round (the two runs compared are a few seconds apart), summarised
+by its median and range (:func:`paired_speedup`), shows that spread instead of hiding it in two medians.
+A script may also report a run's CPU time (``cpu_seconds``): it grows with the wall time when the
+machine itself runs slower, and does not when the process waits for a core."""
 
 from __future__ import annotations
 
