@@ -54,6 +54,20 @@ def left_padded_prompts():
     return ids, (ids != 0).long()
 
 
+def generate_greedy(model, ids, mask, max_new_tokens):
+    """``generate``'s greedy response tokens (after the prompt), stopping at STOPS and padding with 0."""
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=STOPS,
+            pad_token_id=0,
+        )
+    return out[:, ids.shape[1] :]
+
+
 class Recorder:
     """A logits processor that keeps every step's raw logits and changes nothing."""
 
@@ -72,15 +86,7 @@ def test_step_logits_and_greedy_tokens_equal_transformers(kind):
     ids, mask = left_padded_prompts()
     recorder = Recorder()
     ours = sample_tokens(model, ids, mask, 10, STOPS, 0, do_sample=False, logits_processors=[recorder])
-    with torch.no_grad():
-        theirs = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            max_new_tokens=10,
-            do_sample=False,
-            eos_token_id=STOPS,
-            pad_token_id=0,
-        )[:, ids.shape[1] :]
+    theirs = generate_greedy(model, ids, mask, 10)
     assert torch.equal(ours, theirs)
     # Every step's logits equal a plain forward over the whole sequence so far (left padding and all).
     for sequence, scores in recorder.seen:
@@ -102,15 +108,7 @@ def test_rows_leaving_the_batch_change_no_token(seed):
     ids[4] = ids[3]  # a repeated prompt (prefilled once)
     mask = (ids != 0).long()
     ours = sample_tokens(model, ids, mask, 30, STOPS, 0, do_sample=False)
-    with torch.no_grad():
-        theirs = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            max_new_tokens=30,
-            do_sample=False,
-            eos_token_id=STOPS,
-            pad_token_id=0,
-        )[:, ids.shape[1] :]
+    theirs = generate_greedy(model, ids, mask, 30)
     assert torch.equal(ours, theirs)
     stopped_at = [next((i for i, t in enumerate(row) if t in STOPS), None) for row in ours.tolist()]
     assert len({s for s in stopped_at if s is not None}) >= 2  # rows left the batch at different steps
@@ -169,15 +167,7 @@ def test_a_repeated_prompt_is_prefilled_once_and_sampled_independently():
     out = sample_tokens(model, ids, mask, 6, STOPS, 0)
     assert len({tuple(row) for row in out[:3].tolist()}) > 1  # the copies draw their own tokens
     greedy = sample_tokens(model, ids, mask, 6, STOPS, 0, do_sample=False)
-    with torch.no_grad():
-        theirs = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            max_new_tokens=6,
-            do_sample=False,
-            eos_token_id=STOPS,
-            pad_token_id=0,
-        )[:, ids.shape[1] :]
+    theirs = generate_greedy(model, ids, mask, 6)
     assert torch.equal(greedy, theirs)
 
 
@@ -208,13 +198,5 @@ def test_a_rope_that_depends_on_the_sequence_length_uses_generate():
     model = build("dynamic-rope")
     assert not supports(model)
     ids, mask = left_padded_prompts()  # 6 prompt tokens + 10 new > max_position_embeddings = 8
-    with torch.no_grad():
-        theirs = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            max_new_tokens=10,
-            do_sample=False,
-            eos_token_id=STOPS,
-            pad_token_id=0,
-        )[:, ids.shape[1] :]
+    theirs = generate_greedy(model, ids, mask, 10)
     assert not torch.equal(sample_tokens(model, ids, mask, 10, STOPS, 0, do_sample=False), theirs)
