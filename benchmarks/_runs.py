@@ -1,5 +1,6 @@
 """Running benchmark contenders: each run in a fresh process, the contenders interleaved round by round
-(so a slow spell of the machine hits them all alike), the median of the repeats reported.
+(so a slow spell of the machine hits them all alike), in reverse order every other round (so a machine
+speeding up or slowing down over a round favours no one), the median of the repeats reported.
 
 On a shared 2-core machine a run's time can swing by ±30 % from one minute to the next, for every
 contender alike. The ratio within each round (the two runs compared are a few seconds apart), summarised
@@ -21,7 +22,7 @@ def measure(script: str, contenders: list[str], argv: list[str], repeat: int) ->
     ``script --run NAME *argv`` must print one JSON line with seconds, peak_rss_mb, baseline_rss_mb."""
     runs: dict[str, list[dict]] = {name: [] for name in contenders}
     for round_index in range(repeat):
-        for name in contenders:
+        for name in contenders if round_index % 2 == 0 else contenders[::-1]:
             done = subprocess.run(
                 [sys.executable, script, "--run", name, *argv], capture_output=True, text=True, check=False
             )
