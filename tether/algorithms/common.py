@@ -79,6 +79,29 @@ def lm_batch_loss(module: TokenLogProbs, batch: dict) -> tuple[Any, dict]:
     return nll_sum.sum(), metrics
 
 
+def fit_next_token(
+    config: Any, model: Any, tokenizer: Any, train: list, evaluation: list
+) -> dict[str, float]:
+    """Train ``model`` on the next-token loss of the labelled tokens of ``train`` (``TokenizedExample``
+    rows, padded per batch), evaluate on ``evaluation``, save it: what pre-training and SFT share (they
+    differ in their data). Returns the final evaluation metrics."""
+    from tether.data.tokenize import pad_collate
+    from tether.engine import Trainer
+
+    trainer = Trainer(
+        config,
+        TokenLogProbs(model),
+        train,
+        lambda examples: pad_collate(examples, tokenizer.pad_token_id),
+        loss_fn=lm_batch_loss,
+        count_fn=count_loss_tokens,
+        eval_data=evaluation,
+    )
+    metrics = trainer.fit()
+    finish(trainer, trainer.unwrapped().model, tokenizer, config)
+    return metrics
+
+
 def loss_token_mask(labels: Any) -> Any:
     """(B, T) mask of positions whose next token carries loss (labels shifted by one)."""
     from tether.ops.logprobs import IGNORE_INDEX, shift_labels

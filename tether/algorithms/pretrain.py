@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import random
 
-import torch
-
-from tether.algorithms.common import count_loss_tokens, finish, lm_batch_loss, load_records
+from tether.algorithms.common import fit_next_token, load_records
 from tether.config import PretrainConfig
 from tether.data.formats import parse_text
-from tether.data.tokenize import TokenizedExample, pack, pad_collate, tokenize_texts
-from tether.engine import Trainer
-from tether.models import TokenLogProbs, build_tiny_model, load_causal_lm, load_tokenizer, train_tokenizer
+from tether.data.tokenize import TokenizedExample, pack, tokenize_texts
+from tether.models import build_tiny_model, load_causal_lm, load_tokenizer, train_tokenizer
 
 
 def run_pretrain(config: PretrainConfig) -> dict[str, float]:
@@ -44,18 +41,4 @@ def run_pretrain(config: PretrainConfig) -> dict[str, float]:
     n_eval = round(config.eval_fraction * len(blocks))
     eval_blocks, train_blocks = blocks[:n_eval], blocks[n_eval:]
 
-    def collate(examples: list[TokenizedExample]) -> dict[str, torch.Tensor]:
-        return pad_collate(examples, tokenizer.pad_token_id)
-
-    trainer = Trainer(
-        config,
-        TokenLogProbs(model),
-        train_blocks,
-        collate,
-        loss_fn=lm_batch_loss,
-        count_fn=count_loss_tokens,
-        eval_data=eval_blocks,
-    )
-    metrics = trainer.fit()
-    finish(trainer, trainer.unwrapped().model, tokenizer, config)
-    return metrics
+    return fit_next_token(config, model, tokenizer, train_blocks, eval_blocks)

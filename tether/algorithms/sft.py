@@ -6,16 +6,13 @@ and padding → minimise −Σ_{t ∈ response} log π_θ(y_t | x, y_{<t}) → a
 
 from __future__ import annotations
 
-import torch
 from tqdm.auto import tqdm
 
-from tether.algorithms.common import count_loss_tokens, finish, lm_batch_loss, load_policy, load_records
+from tether.algorithms.common import fit_next_token, load_policy, load_records
 from tether.config import SFTConfig
 from tether.data.formats import SFTExample, parse_sft
 from tether.data.templates import ensure_chat_template
-from tether.data.tokenize import TokenizedExample, pad_collate, tokenize_sft
-from tether.engine import Trainer
-from tether.models import TokenLogProbs
+from tether.data.tokenize import TokenizedExample, tokenize_sft
 
 
 def tokenize_examples(
@@ -48,18 +45,4 @@ def run_sft(config: SFTConfig) -> dict[str, float]:
     train = tokenize_examples(train_examples, tokenizer, config.max_length)
     evaluation = tokenize_examples(eval_examples, tokenizer, config.max_length)
 
-    def collate(examples: list[TokenizedExample]) -> dict[str, torch.Tensor]:
-        return pad_collate(examples, tokenizer.pad_token_id)
-
-    trainer = Trainer(
-        config,
-        TokenLogProbs(model),
-        train,
-        collate,
-        loss_fn=lm_batch_loss,
-        count_fn=count_loss_tokens,
-        eval_data=evaluation,
-    )
-    metrics = trainer.fit()
-    finish(trainer, trainer.unwrapped().model, tokenizer, config)
-    return metrics
+    return fit_next_token(config, model, tokenizer, train, evaluation)

@@ -11,13 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import LogitsProcessorList
 
 from tether.data.packing import share_prefixes
 from tether.data.templates import render_prompt
 from tether.ops.logprobs import IGNORE_INDEX
-from tether.rollout import sampler
-from tether.rollout.generate import PLAIN_SAMPLING, stop_token_ids
+from tether.rollout.generate import sample_responses, stop_token_ids
 
 
 @dataclass
@@ -161,31 +159,17 @@ def sample(
         processors = logits_processors(batch["attention_mask"]) if logits_processors else None
         was_training = policy.training
         policy.eval()
-        if sampler.supports(policy):
-            responses = sampler.sample_tokens(
-                policy,
-                batch["input_ids"],
-                batch["attention_mask"],
-                max_new_tokens,
-                stops,
-                tokenizer.pad_token_id,
-                temperature,
-                top_p,
-                logits_processors=processors,
-            )
-        else:
-            output = policy.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=True,
-                temperature=temperature,
-                top_p=top_p,
-                eos_token_id=stops,
-                pad_token_id=tokenizer.pad_token_id,
-                logits_processor=LogitsProcessorList(processors) if processors else None,
-                **PLAIN_SAMPLING,  # no top-k, repetition penalty, …: the samples follow π^(1/T)
-            )
-            responses = output[:, batch["input_ids"].shape[1] :]  # (N, A)
+        responses = sample_responses(
+            policy,
+            batch["input_ids"],
+            batch["attention_mask"],
+            max_new_tokens,
+            stops,
+            tokenizer.pad_token_id,
+            temperature=temperature,
+            top_p=top_p,
+            logits_processors=processors,
+        )
         policy.train(was_training)
         valid = None  # both pad only after a stop token
     return assemble(repeated, batch, responses, stops, tokenizer, valid)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import LogitsProcessorList
 
 from tether.data.templates import render_prompt
 from tether.rollout import sampler
@@ -46,6 +47,51 @@ def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
     return sorted(found)
 
 
+def sample_responses(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_new_tokens: int,
+    stops: list[int],
+    pad_token_id: int,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    logits_processors: list[Any] | None = None,
+) -> torch.Tensor:
+    """Response token ids (N, A) after the left-padded prompts ``input_ids`` (N, P), padded only after a
+    stop token: the lean sampler (``rollout/sampler.py``) for the models it covers, else ``generate``
+    with the plain settings above. ``logits_processors`` (``transformers`` API) run on each step's logits."""
+    if sampler.supports(model):
+        return sampler.sample_tokens(
+            model,
+            input_ids,
+            attention_mask,
+            max_new_tokens,
+            stops,
+            pad_token_id,
+            temperature,
+            top_p,
+            do_sample=do_sample,
+            logits_processors=logits_processors,
+        )
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "top_p": top_p, **PLAIN_SAMPLING}
+        if do_sample
+        else {"do_sample": False, **PLAIN_DECODING}
+    )
+    output = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=stops,
+        pad_token_id=pad_token_id,
+        logits_processor=LogitsProcessorList(logits_processors) if logits_processors else None,
+        **sampling,
+    )
+    return output[:, input_ids.shape[1] :]
+
+
 @torch.no_grad()
 def generate(
     model: Any,
@@ -72,32 +118,17 @@ def generate(
                 texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
             )
             batch = {k: v.to(model.device) for k, v in batch.items()}
-            if sampler.supports(model):
-                responses = sampler.sample_tokens(
-                    model,
-                    batch["input_ids"],
-                    batch["attention_mask"],
-                    max_new_tokens,
-                    stops,
-                    tokenizer.pad_token_id,
-                    temperature,
-                    top_p,
-                    do_sample=do_sample,
-                )
-            else:
-                sampling = (
-                    {"do_sample": True, "temperature": temperature, "top_p": top_p, **PLAIN_SAMPLING}
-                    if do_sample
-                    else {"do_sample": False, **PLAIN_DECODING}
-                )
-                output = model.generate(
-                    **batch,
-                    max_new_tokens=max_new_tokens,
-                    eos_token_id=stops,
-                    pad_token_id=tokenizer.pad_token_id,
-                    **sampling,
-                )
-                responses = output[:, batch["input_ids"].shape[1] :]
+            responses = sample_responses(
+                model,
+                batch["input_ids"],
+                batch["attention_mask"],
+                max_new_tokens,
+                stops,
+                tokenizer.pad_token_id,
+                do_sample,
+                temperature,
+                top_p,
+            )
             for row in responses.tolist():
                 ids, done = [], False
                 for token in row:
