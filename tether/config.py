@@ -75,6 +75,14 @@ class TrainConfig:
     mixed_precision: Literal["no", "bf16", "fp16"] = option(
         "no", "Autocast precision (fp32 is fastest on CPU)."
     )
+    nan_policy: Literal["stop", "skip"] = option(
+        "stop",
+        "On a non-finite loss or gradient norm: stop with an error before the update (finite checkpoints "
+        "are kept), or skip that update and go on.",
+    )
+    max_nan_skips: int = option(
+        10, "nan_policy=skip: stop once more updates than this were skipped.", minimum=0
+    )
 
 
 @dataclass
@@ -192,11 +200,19 @@ class DPOConfig(ModelConfig, TrainConfig):
         "runs/collect/rankings.jsonl", "Preference pairs or rankings (JSONL/JSON/Parquet/folder)."
     )
     loss: str = option("dpo", "A loss of losses/preference.py, or weighted terms like 'dpo:1,nll:0.2'.")
-    beta: float = option(
-        0.1, "β: strength of the tether to the reference (inverse temperature).", minimum=0.0
+    beta: float | None = option(
+        None,
+        "β: strength of the tether to the reference (inverse temperature); unset = each loss's paper "
+        "default (0.1 for DPO and most of the family, 2.0 for SimPO).",
+        minimum=0.0,
     )
     label_smoothing: float = option(0.0, "ε: assumed label-noise rate (cdpo, robust, exo_pair).", minimum=0.0)
-    gamma: float = option(1.0, "SimPO's target margin γ.", minimum=0.0)
+    gamma: float | None = option(
+        None, "SimPO's target margin γ; unset = 1.0 (γ/β = 0.5 at SimPO's β = 2).", minimum=0.0
+    )
+    orpo_lambda: float | None = option(
+        None, "ORPO's weight λ of the odds-ratio term against the NLL; unset = 0.1.", minimum=0.0
+    )
     max_length: int = option(256, "Truncate (prompt, response) to this many tokens.", minimum=8)
     pack_length: int = option(
         128, "Tokens per packed row (never less than the longest sequence); 0 = pad each sequence.", minimum=0
@@ -262,18 +278,34 @@ class RLConfig(ModelConfig, TrainConfig):
     top_p: float = option(1.0, "Nucleus sampling mass.", minimum=0.0)
     kl_coef: float = option(0.05, "β: weight of KL(π ‖ π_ref) against the reward.", minimum=0.0)
     kl_estimator: Literal["k1", "k2", "k3"] = option(
-        "k1", "Per-token KL estimator (k1 unbiased, k3 unbiased ≥ 0)."
+        "k1",
+        "Per-token estimate of KL(π ‖ π_ref): k1 = log-ratio (unbiased), k2 = half its square (biased, ≥ 0), "
+        "k3 = e^(−ℓ) − 1 + ℓ (unbiased, ≥ 0). In the reward only k1 gives ∇KL(π ‖ π_ref) (k2 and k3 are "
+        "refused there); as a loss term every estimator gives ∇KL(π ‖ π_ref), never the reverse "
+        "KL(π_ref ‖ π) that differentiating k3 alone gives (losses/policy.py: kl_penalty_loss).",
     )
     kl_in_reward: bool = option(True, "Subtract β·KL from the per-token reward (else add β·KL to the loss).")
     target_kl: float = option(0.0, "Adapt β towards this KL per response (0 = fixed β).", minimum=0.0)
+    kl_horizon: int = option(
+        320,
+        "Adaptive β: β ← β·(1 + clip(KL/target − 1, ±0.2)·n/horizon) after n samples (Ziegler et al.'s "
+        "rule); 320 moves β by up to 2 % per iteration of 32 samples.",
+        minimum=1,
+    )
     unfinished_penalty: float = option(
-        -1.0, "Score given to a response that never stopped (0 = keep its score)."
+        1.0,
+        "Subtracted from the score of a response that never stopped (so truncation never pays); with a "
+        "pairwise judge an unfinished response loses to a finished one. 0 = no penalty.",
+        minimum=0.0,
     )
     ppo_epochs: int = option(2, "Passes over each batch of experience (K).", minimum=1)
     minibatch_size: int = option(16, "Rows per gradient step within an epoch.", minimum=1)
     clip_eps: float = option(0.2, "PPO's clip range ε for the ratio π/π_old.", minimum=0.0)
     ent_coef: float = option(0.0, "Entropy bonus weight.", minimum=0.0)
-    whiten_advantages: bool = option(True, "Normalise advantages over the batch.")
+    whiten_advantages: bool = option(
+        False,
+        "Normalise advantages over the batch's tokens ((Â − mean)/std; PPO's default, not RLOO's or GRPO's).",
+    )
     loss_agg: Literal["token_mean", "seq_mean_token_sum", "seq_mean_token_mean"] = option(
         "token_mean", "How per-token losses are averaged."
     )
@@ -293,6 +325,9 @@ class PPOConfig(RLConfig):
         "head", "Value function: a head on the policy, or a separate critic."
     )
     kl_coef: float = option(0.2, "β: weight of KL(π ‖ π_ref) against the reward.", minimum=0.0)
+    whiten_advantages: bool = option(
+        True, "Normalise GAE advantages over the batch's tokens ((Â − mean)/std, as PPO implementations do)."
+    )
     learning_rate: float = option(5e-5, "Peak learning rate of AdamW.", minimum=0.0)
     vf_coef: float = option(0.1, "Value-loss weight.", minimum=0.0)
     value_clip: float = option(0.2, "Clip the value update around the old values (0 = off).", minimum=0.0)
@@ -312,7 +347,11 @@ class PGConfig(RLConfig):
     batch_size: int = option(8, "Prompts per iteration (B).", minimum=1)
     ppo_epochs: int = option(1, "Passes over each batch (1 = on-policy, the ratio stays 1).", minimum=1)
     kl_in_reward: bool = option(False, "Subtract β·KL from the reward (else GRPO's β·KL loss term).")
-    kl_estimator: Literal["k1", "k2", "k3"] = option("k3", "Per-token KL estimator (k3: GRPO's choice).")
+    kl_estimator: Literal["k1", "k2", "k3"] = option(
+        "k3",
+        "Per-token KL estimator (k3: GRPO's); as a loss term each gives ∇KL(π ‖ π_ref), in the reward only k1 "
+        "is allowed (see RLConfig's kl_estimator).",
+    )
 
 
 @dataclass
@@ -322,9 +361,12 @@ class OnlineDPOConfig(RLConfig):
 
     output_dir: str = option("runs/online_dpo", "Folder for the optimised policy and its metrics.")
     loss: str = option("dpo", "A loss of losses/preference.py, or weighted terms like 'dpo:1,nll:0.2'.")
-    beta: float = option(0.1, "β of the preference loss.", minimum=0.0)
+    beta: float | None = option(
+        None, "β of the preference loss; unset = each loss's paper default (0.1; SimPO 2.0).", minimum=0.0
+    )
     label_smoothing: float = option(0.0, "ε: assumed label-noise rate (cdpo, robust).", minimum=0.0)
-    gamma: float = option(1.0, "SimPO's target margin γ.", minimum=0.0)
+    gamma: float | None = option(None, "SimPO's target margin γ; unset = 1.0.", minimum=0.0)
+    orpo_lambda: float | None = option(None, "ORPO's odds-ratio weight λ; unset = 0.1.", minimum=0.0)
     group_size: int = option(2, "Responses per prompt (the pair).", minimum=2)
     batch_size: int = option(16, "Prompts per step.", minimum=1)
     minibatch_size: int = option(32, "Rows per gradient step (whole pairs).", minimum=2)

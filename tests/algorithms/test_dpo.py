@@ -2,6 +2,7 @@
 LoRA's reference is the base model, and packing changes nothing but the cost."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -106,3 +107,36 @@ def test_loss_spec():
     assert uses_reference({"dpo": 1.0}) and not uses_reference({"simpo": 1.0})
     with pytest.raises(ConfigError, match="unknown loss 'dpx'"):
         parse_loss_spec("dpx")
+
+
+def test_each_loss_gets_its_papers_defaults_unless_set():
+    # SimPO (Meng et al. 2024): β = 2, γ = 1 (γ/β = 0.5), not DPO's β = 0.1 with γ = 1 (γ/β = 10).
+    from tether.algorithms.dpo import loss_settings
+    from tether.config import DPOConfig, OnlineDPOConfig
+    from tether.losses.preference import combined_preference_loss
+
+    chosen, rejected, lengths = torch.tensor([-4.0]), torch.tensor([-6.0]), torch.tensor([2.0])
+
+    def loss(config, name):
+        value, _ = combined_preference_loss(
+            {name: 1.0},
+            policy_chosen_logps=chosen,
+            policy_rejected_logps=rejected,
+            chosen_lengths=lengths,
+            rejected_lengths=lengths,
+            **loss_settings(config),
+        )
+        return float(value)
+
+    # β·(−4/2) − β·(−6/2) − γ = 2·1 − 1 = 1 → −log σ(1) = 0.31326.
+    assert loss(DPOConfig(loss="simpo"), "simpo") == pytest.approx(0.313262, abs=1e-6)
+    assert loss(OnlineDPOConfig(loss="simpo"), "simpo") == pytest.approx(0.313262, abs=1e-6)
+    # Set by the user, they win: β = 0.5, γ = 0.25 → 0.5 − 0.25 = 0.25 → −log σ(0.25) = log(1 + e^−0.25) = 0.575939.
+    assert loss(DPOConfig(loss="simpo", beta=0.5, gamma=0.25), "simpo") == pytest.approx(0.575939, abs=1e-6)
+    # ORPO's λ can be set: NLL of the mean log-prob (2.0) + λ · −log σ(log-odds gap).
+    odds = lambda mean: mean - math.log1p(-math.exp(mean))  # noqa: E731
+    ratio = -math.log(1 / (1 + math.exp(-(odds(-2.0) - odds(-3.0)))))
+    for lam in (0.1, 1.5):
+        config = DPOConfig(loss="orpo") if lam == 0.1 else DPOConfig(loss="orpo", orpo_lambda=lam)
+        assert loss(config, "orpo") == pytest.approx(2.0 + lam * ratio, rel=1e-5)
+    assert loss_settings(DPOConfig()) == {"label_smoothing": 0.0}

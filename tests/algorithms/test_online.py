@@ -48,16 +48,45 @@ def test_rloo_sees_score_minus_kl_of_each_response():
     torch.testing.assert_close(experience.advantages, expected)
 
 
-def test_unfinished_responses_get_the_penalty(make_model, tokenizer):
+def test_dr_grpo_and_rloo_advantages_are_their_papers_by_default():
+    # One group of G = 4 with scores [1, 0, 0, 0] and response lengths 8/2/8/4. Dr. GRPO: r − mean =
+    # [0.75, −0.25, −0.25, −0.25] on every token (the old batch whitening gave [1.292, −0.739, …], a group
+    # that no longer sums to zero). RLOO: r − mean of the others = [1, −1/3, −1/3, −1/3].
+    lengths = torch.tensor([8, 2, 8, 4])
+    mask = (torch.arange(8)[None, :] < lengths[:, None]).long()
+    rewards = torch.zeros(4, 8)
+    rewards[0, 7] = 1.0
+    for estimator, expected in (
+        ("dr_grpo", [0.75, -0.25, -0.25, -0.25]),
+        ("rloo", [1.0, -1 / 3, -1 / 3, -1 / 3]),
+    ):
+        experience = Experience(
+            prompts=["a"] * 4,
+            completions=[""] * 4,
+            sequences=torch.zeros(4, 9, dtype=torch.long),
+            attention_mask=torch.ones(4, 9),
+            response_mask=mask,
+            finished=torch.ones(4, dtype=torch.bool),
+            old_logprobs=torch.zeros(4, 8),
+            rewards=rewards,
+        )
+        pg_advantages(experience, PGConfig(estimator=estimator, group_size=4), {"baseline": 0.0})
+        torch.testing.assert_close(experience.advantages, torch.tensor(expected)[:, None] * mask)
+
+
+@pytest.mark.parametrize("score", [5.0, -3.0])
+def test_unfinished_responses_lose_the_penalty(make_model, tokenizer, score):
+    # The penalty is subtracted, so truncation never pays: a scorer below −1 used to be lifted to −1.
     torch.manual_seed(0)
     module = PolicyValue(make_model(), "none")
-    judge = FunctionJudge(lambda prompts, completions: [5.0] * len(prompts))
-    config = PGConfig(max_new_tokens=2, group_size=2, unfinished_penalty=-1.0, kl_coef=0.0, ppo_epochs=2)
+    judge = FunctionJudge(lambda prompts, completions: [score] * len(prompts))
+    config = PGConfig(max_new_tokens=2, group_size=2, unfinished_penalty=1.0, kl_coef=0.0, ppo_epochs=2)
     experience = make_experience(
         module, module.policy, tokenizer, judge, ["review the lid."] * 3, config, 0.0
     )
-    expected = torch.where(experience.finished, torch.tensor(5.0), torch.tensor(-1.0))
+    expected = torch.where(experience.finished, torch.tensor(score), torch.tensor(score - 1.0))
     torch.testing.assert_close(experience.scores, expected)
+    torch.testing.assert_close(experience.raw_scores, torch.full((6,), score))
     assert not experience.finished.all()  # an untrained model rarely stops within 2 tokens
     torch.testing.assert_close(experience.ref_logprobs, experience.old_logprobs)  # π_ref = π at the start
     # One on-policy update over the whole batch: no separate forward for log π_old (it is the update's own).
@@ -215,15 +244,16 @@ def test_short_online_dpo_run(tiny_folder, tmp_path):
 
 
 def test_nash_pairs_play_each_other():
-    def experience(scores, pairwise):
+    def experience(scores, pairwise, finished=(True,) * 4):
         return Experience(
             prompts=["a"] * 4,
             completions=[""] * 4,
             sequences=torch.zeros(4, 2, dtype=torch.long),
             attention_mask=torch.ones(4, 2),
             response_mask=torch.ones(4, 1),
-            finished=torch.ones(4, dtype=torch.bool),
+            finished=torch.tensor(finished),
             old_logprobs=None,
+            raw_scores=torch.tensor(scores),
             scores=torch.tensor(scores),
             extras={"judge_pairwise": torch.full((4,), float(pairwise))},
         )
@@ -238,6 +268,14 @@ def test_nash_pairs_play_each_other():
     pair_preferences(judged, NashMDConfig(opponent="mixture"))
     torch.testing.assert_close(judged.extras["preference"], torch.tensor([0.8, 0.2, 0.3, 0.7]))
     assert judged.extras["player"].tolist() == [1, 0, 1, 0]  # the mixture opponent is not trained on
+    # An unfinished response loses to a finished one, whichever row it is (the penalty used to replace
+    # the judge's probability: scores [−1, 0.3] read as P = [−1, 2], and [0.7, −1] kept 0.7).
+    unfinished = experience([0.7, 0.3, 0.4, 0.6], pairwise=True, finished=(False, True, True, False))
+    pair_preferences(unfinished, NashMDConfig(opponent="self"))
+    torch.testing.assert_close(unfinished.extras["preference"], torch.tensor([0.0, 1.0, 1.0, 0.0]))
+    both = experience([0.7, 0.3, 0.4, 0.6], pairwise=True, finished=(False, False, True, True))
+    pair_preferences(both, NashMDConfig(opponent="self"))
+    torch.testing.assert_close(both.extras["preference"], torch.tensor([0.7, 0.3, 0.4, 0.6]))
 
 
 @pytest.mark.parametrize("method", ["dpg", "brain", "nash-md"])

@@ -66,3 +66,38 @@ def test_write_jsonl_round_trip(tmp_path):
     path = write_jsonl(tmp_path / "sub" / "out.jsonl", ROWS)
     assert [r.data for r in read_records(path)] == ROWS
     assert [p.name for p in path.parent.iterdir()] == ["out.jsonl"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "message"),
+    [
+        (
+            "latin.jsonl",
+            b'{"text": "ok"}\n{"text": "caf\xe9"}\n',
+            "latin.jsonl:2: not UTF-8 text (byte 0xe9)",
+        ),
+        (
+            "latin.json",
+            b'[\n {"text": "a"},\n {"text": "\xff"}\n]',
+            "latin.json:3: not UTF-8 text (byte 0xff)",
+        ),
+        ("empty.jsonl", b"", "empty.jsonl: holds no records"),
+        ("blank.jsonl", b"\n\n", "blank.jsonl: holds no records"),
+        ("empty.json", b"[]", "empty.json: holds no records"),
+    ],
+)
+def test_bad_bytes_and_empty_files_name_the_file(tmp_path, name, raw, message):
+    path = tmp_path / name
+    path.write_bytes(raw)
+    with pytest.raises(DataError) as info:
+        read_records(path)
+    assert str(info.value) == f"{path}{message[len(name) :]}"
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path):
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "a.jsonl").write_bytes(bom + b'{"text": "caf\xc3\xa9"}\n{"text": "b"}\n')
+    (tmp_path / "a.json").write_bytes(bom + b'[{"text": "a"},\n{"text": "b"}]')
+    assert [r.data["text"] for r in read_records(tmp_path / "a.jsonl")] == ["café", "b"]
+    records = read_records(tmp_path / "a.json")
+    assert [(r.data["text"], r.line) for r in records] == [("a", 1), ("b", 2)]

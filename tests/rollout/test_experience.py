@@ -130,12 +130,43 @@ def test_shaped_rewards_hand_worked():
 def test_adaptive_kl_controller_hand_worked():
     fixed = AdaptiveKLController(0.1)
     assert fixed.update(100.0, 32) == 0.1
-    control = AdaptiveKLController(0.1, target=6.0, horizon=100, gain=0.1)
-    # KL 12 overshoots: error clipped to +0.2 → β·(1 + 0.1·0.2·32/100).
-    assert control.update(12.0, 32) == pytest.approx(0.1 * (1 + 0.1 * 0.2 * 0.32))
+    control = AdaptiveKLController(0.1, target=6.0, horizon=100)
+    # KL 12 overshoots: error clipped to +0.2 → β·(1 + 0.2·32/100).
+    assert control.update(12.0, 32) == pytest.approx(0.1 * (1 + 0.2 * 0.32))
     # KL 4.5: error 4.5/6 − 1 = −0.25, clipped to −0.2.
     before = control.value
-    assert control.update(4.5, 100) == pytest.approx(before * (1 - 0.1 * 0.2))
+    assert control.update(4.5, 100) == pytest.approx(before * (1 - 0.2))
+    # The issue's example: KL at 10× the target for 60 steps of 32 samples. The old rule's extra gain of
+    # 0.1 moved β from 0.2 to 0.2008; Ziegler et al.'s code rule (horizon 10 000) gives 0.2078.
+    # With horizon 320 (tether's default) the per-step gain is the paper's K_β = 0.1: 0.2·1.02^60 = 0.6562.
+    for horizon, expected in ((10_000, 0.20783), (320, 0.65621)):
+        control = AdaptiveKLController(0.2, target=1.0, horizon=horizon)
+        for _ in range(60):
+            control.update(10.0, 32)
+        assert control.value == pytest.approx(expected, abs=1e-5)
+
+
+def test_adaptive_kl_controller_holds_a_toy_policy_at_its_target():
+    # Closed loop: a softmax policy over 6 answers ascends E[r] − β·KL(π ‖ π_ref) exactly; after each
+    # iteration of 32 samples the controller adapts β from the KL it measured. It settles near the target.
+    generator = torch.Generator().manual_seed(0)
+    reward = torch.randn(6, generator=generator) * 2
+    ref_logits = torch.randn(6, generator=generator)
+    logits = ref_logits.clone().requires_grad_()
+    control = AdaptiveKLController(0.05, target=0.5, horizon=320)
+    measured = []
+    for _ in range(300):
+        for _ in range(5):
+            logp = torch.log_softmax(logits, -1)
+            kl = (logp.exp() * (logp - torch.log_softmax(ref_logits, -1))).sum()
+            objective = (logp.exp() * reward).sum() - control.value * kl
+            (grad,) = torch.autograd.grad(objective, logits)
+            logits = (logits + 0.5 * grad).detach().requires_grad_()
+        measured.append(float(kl.detach()))
+        control.update(measured[-1], 32)
+    settled = sum(measured[-50:]) / 50
+    assert 0.35 <= settled <= 0.65, settled  # within ±30 % of the target
+    assert max(measured) > 1.4 and control.value > 40 * 0.05  # β had to grow 40-fold to get there
 
 
 def test_labels_cover_only_response_tokens(experience):

@@ -22,7 +22,7 @@ from tether.algorithms.offline import (
     sequence_logps,
     split_records,
 )
-from tether.config import ConfigError, DPOConfig
+from tether.config import ConfigError, DPOConfig, OnlineDPOConfig
 from tether.data.preference import PreferencePair, load_pairs, response_example
 from tether.data.tokenize import TokenizedExample, tokenize_sft
 from tether.engine import Trainer
@@ -97,6 +97,18 @@ def prompt_groups(examples: list[TokenizedExample]) -> list[int]:
     return groups
 
 
+def loss_settings(config: DPOConfig | OnlineDPOConfig) -> dict[str, float]:
+    """The preference losses' hyper-parameters the user set; an unset one (None) is left to each loss's
+    own paper default (β = 0.1 for DPO, 2.0 for SimPO; SimPO's γ = 1.0; ORPO's λ = 0.1)."""
+    settings = {
+        "beta": config.beta,
+        "gamma": config.gamma,
+        "orpo_lambda": config.orpo_lambda,
+        "label_smoothing": config.label_smoothing,
+    }
+    return {name: value for name, value in settings.items() if value is not None}
+
+
 def run_dpo(config: DPOConfig) -> dict[str, float]:
     """Run the DPO-family stage; returns the final held-out metrics."""
     terms = parse_loss_spec(config.loss)
@@ -146,9 +158,7 @@ def run_dpo(config: DPOConfig) -> dict[str, float]:
             ref_rejected_logps=batch["ref_rejected"] if with_reference else None,
             chosen_lengths=lengths[:n],
             rejected_lengths=lengths[n:],
-            beta=config.beta,
-            label_smoothing=config.label_smoothing,
-            gamma=config.gamma,
+            **loss_settings(config),
         )
         metrics["logps/chosen"] = logps[:n].detach().mean()
         metrics["logps/rejected"] = logps[n:].detach().mean()

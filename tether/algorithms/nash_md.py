@@ -32,9 +32,17 @@ from tether.rollout.mixture import GeometricMixtureProcessor
 
 def pair_preferences(experience: Experience, config: NashMDConfig) -> None:
     """Rows (2i, 2i + 1) play each other: each row's preference of itself over its partner, and which
-    rows are players (all with self-play; the even rows against a mixture opponent)."""
+    rows are players (all with self-play; the even rows against a mixture opponent).
+
+    A pairwise judge's own probability P(first ≻ second) is read from the raw scores; with an unfinished
+    penalty, a response that never stopped loses to one that did (P = 0 or 1), so truncation never pays.
+    A scalar judge's scores already carry the penalty (``score − unfinished_penalty``)."""
     if bool(experience.extras["judge_pairwise"][0]):
-        first = experience.scores.view(-1, 2)[:, 0]  # a pairwise judge's P(first ≻ second)
+        first = experience.raw_scores.view(-1, 2)[:, 0]  # a pairwise judge's P(first ≻ second)
+        if config.unfinished_penalty > 0:
+            finished = experience.finished.view(-1, 2)
+            first = torch.where(finished[:, 0] & ~finished[:, 1], torch.ones_like(first), first)
+            first = torch.where(~finished[:, 0] & finished[:, 1], torch.zeros_like(first), first)
     else:
         scores = experience.scores.view(-1, 2) / max(config.preference_scale, 1e-8)
         first = preference_from_rewards(scores[:, 0], scores[:, 1])
@@ -46,11 +54,15 @@ def pair_preferences(experience: Experience, config: NashMDConfig) -> None:
 
 
 def nash_loss(out: dict, minibatch: Experience, config: NashMDConfig, kl_coef: float):
-    """Mean Nash-MD-PG loss over the player rows."""
+    """Mean Nash-MD-PG loss over the player rows, with τ = ``kl_coef`` (the loop's β, adapted when
+    ``target_kl`` is set) and the importance ratio π_θ/π_old, clipped by ``clip_eps``, for later epochs."""
     mask = minibatch.response_mask.float()
     policy = (out["logprobs"] * mask).sum(-1)
     reference = (minibatch.ref_logprobs * mask).sum(-1)
-    losses, metrics = nash_md_loss(policy, minibatch.extras["preference"], reference, config.kl_coef)
+    old = (minibatch.old_logprobs * mask).sum(-1)
+    losses, metrics = nash_md_loss(
+        policy, minibatch.extras["preference"], reference, kl_coef, old_logprobs=old, clip_eps=config.clip_eps
+    )
     players = minibatch.extras["player"]
     return (losses * players).sum() / players.sum().clamp(min=1.0), metrics
 

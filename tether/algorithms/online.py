@@ -4,10 +4,12 @@
 2. log π_old of the sampled tokens, V(s_t) if there is a value function, log π_ref from the frozen
    reference (with LoRA: the same model, adapters off);
 3. score each response (reward model, gym judge or Python function); a response that never stopped
-   gets ``unfinished_penalty``;
-4. shaped reward r_t = −β·KL_t (+ score at the last token), or KL kept for a loss term;
+   loses ``unfinished_penalty`` from its score;
+4. shaped reward r_t = −β·KL_t (+ score at the last token), or KL kept for a loss term
+   (``losses/policy.py: kl_penalty_loss``);
 5. advantages and returns — the part each algorithm defines (``advantage_fn``);
-6. K epochs over minibatches of the batch: the algorithm's loss (``loss_fn``), backward, clip, step;
+6. K epochs over minibatches of the batch: the algorithm's loss (``loss_fn``), backward, clip, step
+   (no step on a non-finite loss or gradient: ``engine/guard.py``);
 7. adapt β, log the same metric keys for every algorithm.
 
 ppo.py and policy_gradient.py supply steps 5 and 6; everything else is here.
@@ -31,16 +33,23 @@ from tether.algorithms.common import finish_policy, load_policy, resolve_judge
 from tether.config import ConfigError, RLConfig
 from tether.data.packing import unshare
 from tether.engine.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from tether.engine.guard import NanGuard
 from tether.engine.logging import MetricLogger
 from tether.engine.optim import build_optimizer, lr_multiplier, set_learning_rate
-from tether.losses.policy import aggregate, entropy_bonus, ppo_clip_loss
+from tether.losses.policy import entropy_bonus, kl_penalty_loss, ppo_clip_loss
 from tether.models.forward import shares_prefixes, token_logprobs
 from tether.models.lora import is_peft_model
+from tether.models.save import check_finite_weights
 from tether.models.value import PolicyValue
 from tether.ops.kl import kl_estimate
 from tether.ops.masked import masked_mean
 from tether.rollout.experience import Experience, sample
-from tether.rollout.rewards import AdaptiveKLController, shaped_rewards
+from tether.rollout.rewards import (
+    AdaptiveKLController,
+    checked_scores,
+    penalise_unfinished,
+    shaped_rewards,
+)
 
 AdvantageFn = Callable[[Experience, RLConfig], None]
 LossFn = Callable[[dict, Experience, RLConfig, float], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -145,15 +154,24 @@ def make_experience(
             out = forward(module, experience, config.temperature)
         module.train()
         experience.old_logprobs, experience.values = out["logprobs"], out["values"]
-    scores = torch.tensor(scorer.score(experience.prompts, experience.completions), dtype=torch.float32)
-    if config.unfinished_penalty:
-        scores = torch.where(experience.finished, scores, torch.full_like(scores, config.unfinished_penalty))
-    experience.scores = scores
+    raw = checked_scores(
+        scorer.score(experience.prompts, experience.completions), experience.prompts, config.reward
+    )
     # A pairwise judge's score of a row is its probability of beating its group (judges/llm.py).
-    experience.extras["judge_pairwise"] = torch.full_like(scores, float(getattr(scorer, "pairwise", False)))
+    experience.extras["judge_pairwise"] = torch.full_like(raw, float(getattr(scorer, "pairwise", False)))
+    return score_experience(experience, raw, config, kl_coef)
+
+
+def score_experience(
+    experience: Experience, raw_scores: torch.Tensor, config: RLConfig, kl_coef: float
+) -> Experience:
+    """Steps 3–4 on a sampled batch with its log-probs: the unfinished penalty, then the shaped per-token
+    reward (the KL part only when ``kl_in_reward``) and each response's KL estimate."""
+    experience.raw_scores = raw_scores
+    experience.scores = penalise_unfinished(raw_scores, experience.finished, config.unfinished_penalty)
     logprobs = experience.ref_logprobs if experience.old_logprobs is None else experience.old_logprobs
     experience.rewards, kl = shaped_rewards(
-        scores,
+        experience.scores,
         logprobs,
         experience.ref_logprobs,
         experience.response_mask,
@@ -162,6 +180,17 @@ def make_experience(
     )
     experience.extras["kl"] = kl.sum(-1)  # (N,) KL estimate of each whole response (0 until known)
     return experience
+
+
+def check_kl_settings(config: RLConfig) -> None:
+    """Refuse a KL placement whose gradient is not ∇KL(π ‖ π_ref): in the reward the KL estimate reaches
+    the gradient only as a score-function weight, E_π[k ∇log π], which is ∇KL only for k1 (k2 and k3 would
+    optimise other divergences). As a loss term every estimator is exact (``kl_penalty_loss``)."""
+    if config.kl_in_reward and config.kl_coef > 0 and config.kl_estimator != "k1":
+        raise ConfigError(
+            f"field 'kl_estimator': {config.kl_estimator} in the reward does not give the gradient of "
+            "KL(π ‖ π_ref) (only k1 does there); use kl_estimator=k1, or kl_in_reward=false for a loss term"
+        )
 
 
 def shuffled_minibatches(n: int, group_size: int, minibatch_size: int) -> list[torch.Tensor]:
@@ -201,6 +230,7 @@ def run_online(
     restored, in place, by ``resume``. A resumed run continues exactly as the uninterrupted one would."""
     hooks = hooks or LoopHooks()
     state, opponent = hooks.state, hooks.opponent
+    check_kl_settings(config)
     policy, tokenizer = load_policy(config)
     # The frozen reference: with LoRA, the policy itself with adapters off; else a copy of the start.
     reference = policy if is_peft_model(policy) else copy.deepcopy(policy).requires_grad_(False).eval()
@@ -224,7 +254,8 @@ def run_online(
     logger = MetricLogger(
         config.output_dir, accelerator.is_main_process, config.tensorboard, fresh=not config.resume
     )
-    kl_control = AdaptiveKLController(config.kl_coef, config.target_kl or None)
+    kl_control = AdaptiveKLController(config.kl_coef, config.target_kl or None, config.kl_horizon)
+    guard = NanGuard(config.nan_policy, config.max_nan_skips)
     first_step, samples_seen = 0, 0
     if config.resume and (found := list_checkpoints(config.output_dir)):
         saved = load_checkpoint(accelerator, found[-1])  # the reference above stays the initial policy
@@ -295,7 +326,8 @@ def run_online(
                 accelerator.backward(loss)
                 max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
                 metrics["grad_norm"] = accelerator.clip_grad_norm_(module.parameters(), max_norm)
-                optimizer.step()
+                if guard.allows(step + 1, loss=loss, grad_norm=metrics["grad_norm"]):
+                    optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 updates += 1
                 for key, value in {"loss": loss, **metrics}.items():
@@ -323,10 +355,13 @@ def run_online(
                 **row_extra,
             }
         )
+        if guard.skipped:
+            row["nan_skips"] = guard.skipped
         if gold is not None:
             row["reward/gold"] = sum(gold.score(experience.prompts, experience.completions)) / n
         logger.log(step + 1, row)
         if config.save_every and (step + 1) % config.save_every == 0:
+            check_finite_weights(module.named_parameters(), f"checkpoint step-{step + 1}")
             progress = {"samples_seen": samples_seen, "kl_coef": kl_control.value, "algorithm": state}
             save_checkpoint(
                 accelerator,
@@ -374,12 +409,14 @@ def load_extra_models(hooks: LoopHooks, folder: Path) -> None:
 def kl_loss_term(
     out: dict, minibatch: Experience, config: RLConfig, kl_coef: float
 ) -> tuple[torch.Tensor, dict]:
-    """β·KL(π_θ ‖ π_ref) as a loss term (when it is not in the reward), with gradient; else 0."""
+    """β·KL(π_θ ‖ π_ref) as a loss term (when it is not in the reward), whose expected gradient is
+    β·∇KL(π_θ ‖ π_ref) for each estimator (``kl_penalty_loss``), aggregated as the policy loss; else 0."""
     if config.kl_in_reward or kl_coef == 0:
         return torch.zeros(()), {}
-    kl = kl_estimate(out["logprobs"], minibatch.ref_logprobs, config.kl_estimator)  # (N, A)
-    term = aggregate(kl, minibatch.response_mask, config.loss_agg)
-    return kl_coef * term, {"kl/loss_term": term.detach()}
+    term, metrics = kl_penalty_loss(
+        out["logprobs"], minibatch.ref_logprobs, minibatch.response_mask, config.kl_estimator, config.loss_agg
+    )
+    return kl_coef * term, metrics
 
 
 def clipped_policy_loss(

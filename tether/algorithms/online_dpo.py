@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tether.algorithms.common import resolve_judge
-from tether.algorithms.dpo import parse_loss_spec, uses_reference
+from tether.algorithms.dpo import loss_settings, parse_loss_spec, uses_reference
 from tether.algorithms.online import run_online
 from tether.config import IterativeDPOConfig, OnlineDPOConfig
 from tether.losses.preference import combined_preference_loss
@@ -57,9 +57,7 @@ def make_online_dpo_loss(config: OnlineDPOConfig) -> Callable[..., tuple[torch.T
             ref_rejected_logps=ref.gather(1, rejected).squeeze(1) if with_reference else None,
             chosen_lengths=lengths.gather(1, chosen).squeeze(1),
             rejected_lengths=lengths.gather(1, rejected).squeeze(1),
-            beta=config.beta,
-            label_smoothing=config.label_smoothing,
-            gamma=config.gamma,
+            **loss_settings(config),
         )
         metrics["pairs/decided"] = decided.mean()
         return (losses * decided).sum() / decided.sum().clamp(min=1.0), metrics

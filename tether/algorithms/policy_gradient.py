@@ -10,8 +10,11 @@ in the baseline that Â subtracts:
 - ``reinforce_pp``: reward-to-go normalised over the whole batch (Hu 2025).
 
 With one epoch the ratio π_θ/π_old is 1 and the clipped loss is plain REINFORCE; more epochs reuse the
-samples with PPO's clip. KL to the reference is either in the reward (score − β·Σ_t KL_t) or, as in
-GRPO, a loss term β·KL with the k3 estimator. The shared loop is in ``online.py``.
+samples with PPO's clip. KL to the reference is either in the reward (score − β·Σ_t KL_t, k1) or, as in
+GRPO, a loss term β·KL (``losses/policy.py: kl_penalty_loss``, whose gradient is ∇KL(π ‖ π_ref) with
+any estimator). No estimator's advantages are whitened unless ``whiten_advantages`` asks: a batch-wide
+whitening would shift RLOO's and Dr. GRPO's zero-sum groups by a length-weighted mean. The shared loop is
+in ``online.py``.
 """
 
 from __future__ import annotations
@@ -47,10 +50,7 @@ def pg_advantages(experience: Experience, config: PGConfig, state: dict[str, flo
         advantages, returns = compute_advantages(
             config.estimator, token_rewards=experience.rewards, response_mask=mask
         )
-    if config.whiten_advantages and config.estimator not in {
-        "grpo",
-        "reinforce_pp",
-    }:  # those normalise already
+    if config.whiten_advantages:  # off by default: each estimator's paper gives its advantages unwhitened
         advantages = whiten_advantages(advantages, mask)
     experience.advantages, experience.returns = advantages, returns
 

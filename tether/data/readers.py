@@ -1,7 +1,8 @@
 """Read records from JSONL, JSON (a top-level list), Parquet, or a ``datasets`` folder saved to disk.
 
 Every record keeps where it came from (file and line, or row), so validation errors can say
-``data.jsonl:12: field 'messages[1].role': …``.
+``data.jsonl:12: field 'messages[1].role': …``. Text files are UTF-8, with or without the byte-order mark
+some Windows editors write; bytes that are not UTF-8 are an error naming their line.
 """
 
 from __future__ import annotations
@@ -42,18 +43,32 @@ def read_records(path: str | Path) -> list[Record]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
-    if path.is_dir():
-        return _read_datasets_folder(path)
     suffix = path.suffix.lower()
-    if suffix in {".jsonl", ".ndjson"}:
-        return _read_jsonl(path)
-    if suffix == ".json":
-        return _read_json(path)
-    if suffix == ".parquet":
-        return _read_parquet(path)
-    raise DataError(
-        f"{path}: unknown data format '{suffix}'; use .jsonl, .json, .parquet or a datasets folder"
-    )
+    if path.is_dir():
+        records = _read_datasets_folder(path)
+    elif suffix in {".jsonl", ".ndjson"}:
+        records = _read_jsonl(path)
+    elif suffix == ".json":
+        records = _read_json(path)
+    elif suffix == ".parquet":
+        records = _read_parquet(path)
+    else:
+        raise DataError(
+            f"{path}: unknown data format '{suffix}'; use .jsonl, .json, .parquet or a datasets folder"
+        )
+    if not records:
+        raise DataError(f"{path}: holds no records")
+    return records
+
+
+def _decode(raw: bytes, path: Path, first_line: int = 1) -> str:
+    """UTF-8 text of ``raw`` (a leading byte-order mark dropped); a one-line error naming the line of the
+    first byte that is not UTF-8, counted from ``first_line``."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = first_line + raw.count(b"\n", 0, err.start)
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x})") from None
 
 
 def _as_record(obj: Any, source: str, line: int) -> Record:
@@ -64,8 +79,9 @@ def _as_record(obj: Any, source: str, line: int) -> Record:
 
 def _read_jsonl(path: Path) -> list[Record]:
     records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = _decode(raw, path, number)
             if not line.strip():
                 continue
             try:
@@ -78,7 +94,7 @@ def _read_jsonl(path: Path) -> list[Record]:
 
 def _read_json(path: Path) -> list[Record]:
     """A top-level JSON list; each element's line is found by decoding the list item by item."""
-    text = path.read_text(encoding="utf-8")
+    text = _decode(path.read_bytes(), path)
     decoder = json.JSONDecoder()
 
     def line_of(index: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ class MetricLogger:
             return
         row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
         with open(self.path, "a", encoding="utf-8") as out:
-            out.write(json.dumps(row) + "\n")
+            out.write(json.dumps(row, allow_nan=False) + "\n")
         if self.writer is not None:
             for key, value in row.items():
                 if key != "step" and isinstance(value, (int, float)):
@@ -52,8 +53,11 @@ class MetricLogger:
 
 
 def _plain(value: Any) -> Any:
+    """A JSON value: tensors become numbers, and NaN or ±inf become null (JSON has no such numbers)."""
     if hasattr(value, "item"):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 

@@ -31,8 +31,10 @@ from tqdm.auto import tqdm
 from tether import TetherError
 from tether.config import TrainConfig
 from tether.engine.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from tether.engine.guard import NanGuard
 from tether.engine.logging import MetricLogger
 from tether.engine.optim import build_optimizer, lr_multiplier, set_learning_rate
+from tether.models.save import check_finite_weights
 
 Batch = dict[str, torch.Tensor]
 LossFn = Callable[[torch.nn.Module, Batch], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -92,6 +94,7 @@ class Trainer:
         self.logger = MetricLogger(
             config.output_dir, self.accelerator.is_main_process, config.tensorboard, fresh=not config.resume
         )
+        self.guard = NanGuard(config.nan_policy, config.max_nan_skips)
         self.step = 0
         self.history: list[dict[str, float]] = []
 
@@ -144,6 +147,7 @@ class Trainer:
             if config.eval_every and self.step % config.eval_every == 0 and self.step < self.total_steps:
                 self.logger.log(self.step, self.evaluate())
             if config.save_every and self.step % config.save_every == 0:
+                check_finite_weights(self.module.named_parameters(), f"checkpoint step-{self.step}")
                 save_checkpoint(accelerator, config.output_dir, self.step, {}, config.keep_checkpoints)
         bar.close()
         final = self.evaluate()
@@ -179,15 +183,19 @@ class Trainer:
                 metric_sums[key] = metric_sums.get(key, 0.0) + float(value)
         max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
         grad_norm = accelerator.clip_grad_norm_(self.module.parameters(), max_norm)
-        self.optimizer.step()
+        loss = self._global_sum(loss_total) / global_items  # the same on every process
+        if self.guard.allows(self.step + 1, loss=loss, grad_norm=grad_norm):
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         row = {
-            "loss": self._global_sum(loss_total) / global_items,
+            "loss": loss,
             "lr": lr,
             "grad_norm": float(grad_norm),
             "items": global_items,
             "epoch": self.step / self.steps_per_epoch,
         }
+        if self.guard.skipped:
+            row["nan_skips"] = self.guard.skipped
         row.update(
             {
                 k: self._global_sum(v) / accelerator.num_processes / len(batches)

@@ -91,6 +91,8 @@ def nash_md_loss(
     preference: torch.Tensor,
     ref_logprobs: torch.Tensor,
     kl_coef: float,
+    old_logprobs: torch.Tensor | None = None,
+    clip_eps: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The Nash-MD-PG update as a per-sample loss (Munos et al. 2023, §7, Eq. 9–10; opponent Eq. 11):
 
@@ -112,6 +114,12 @@ def nash_md_loss(
     ref_logprobs: (N,) log μ(y | x); kl_coef: τ ≥ 0. Returns the per-sample loss (N,) and detached
     batch means: ``nash/preference`` (win rate against the opponent), ``nash/score`` (the bracket),
     ``kl/ref`` (k1 estimate of KL(π_θ, μ)) and ``policy/logprob_mean``.
+
+    ``old_logprobs`` (N,): log π_old(y | x) of the policy that sampled y, for a second pass over the same
+    samples (more than one epoch). Then ℓ = −sg(bracket)·ρ with ρ = π_θ(y)/π_old(y): its gradient
+    −bracket·ρ∇log π_θ(y) is the importance-weighted estimate of the same −∇_θ P_τ(π_θ ≻ π') at the current
+    θ (E_{π_old}[ρ ∇log π_θ] = 0 drops the KL's extra term), and equals the on-policy one at θ = θ_old.
+    ``clip_eps`` ε then bounds ρ as PPO does, per response: ℓ = −min(ρ·b, clip(ρ, 1 − ε, 1 + ε)·b).
     """
     if kl_coef < 0:
         raise ValueError(f"kl_coef must be non-negative, got {kl_coef}")
@@ -122,7 +130,13 @@ def nash_md_loss(
         )
     log_ratio = policy_logprobs.detach() - ref_logprobs.detach()  # (N,) log π_θ(y) − log μ(y)
     score = preference.detach() - 0.5 - kl_coef * log_ratio  # (N,)
-    loss = -score * policy_logprobs  # (N,)
+    if old_logprobs is None:
+        loss = -score * policy_logprobs  # (N,)
+    else:
+        ratio = torch.exp(policy_logprobs - old_logprobs.detach())  # (N,) π_θ(y) / π_old(y)
+        loss = -score * ratio
+        if clip_eps is not None:
+            loss = torch.maximum(loss, -score * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps))
     metrics = {
         "nash/preference": preference.detach().float().mean(),
         "nash/score": score.float().mean(),

@@ -1,5 +1,5 @@
-"""Policy-gradient losses: REINFORCE, importance-weighted REINFORCE, PPO-clip, the value loss and the
-entropy bonus.
+"""Policy-gradient losses: REINFORCE, importance-weighted REINFORCE, PPO-clip, the value loss, the
+entropy bonus and the KL penalty as a loss term.
 
 Letters: N rows (responses), A response (action) tokens. Every loss takes per-token tensors (N, A) and a
 ``response_mask`` (N, A) with 1 = real response token, and reduces them with an explicit ``loss_agg``:
@@ -207,3 +207,62 @@ def entropy_bonus(
     """
     loss = aggregate(-entropies, response_mask, loss_agg)
     return loss, {"policy/entropy": _token_mean(entropies, response_mask)}
+
+
+def _suffix_sum(values: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """Σ_{s ≥ t} values_s·mask_s for every column t: (N, A) -> (N, A)."""
+    masked = values * response_mask.to(values.dtype)
+    return masked.flip(-1).cumsum(-1).flip(-1)
+
+
+def kl_penalty_loss(
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    response_mask: torch.Tensor,
+    estimator: str = "k3",
+    loss_agg: str = "seq_mean_token_sum",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """KL(π_θ ‖ π_ref) of whole responses as a loss term whose expected gradient, over y ~ π_θ, is
+    ∇_θ KL(π_θ ‖ π_ref) for every estimator (exactly so with ``loss_agg="seq_mean_token_sum"``; the other
+    modes weigh tokens as the policy loss beside it does).
+
+    Differentiating a per-token estimate k_t alone is not enough (Tang & Munos 2025, "On a few pitfalls in
+    KL divergence gradient estimation for RL"): E_π[∇k1_t] = 0 (no regularisation at all), E_π[∇k3_t] is
+    the gradient of the *reverse* KL(π_ref ‖ π_θ) at s_t, and even E_π[∇k2_t] is only the gradient at a
+    fixed state s_t, missing how earlier tokens change which later states are visited. By the chain rule
+    KL(π ‖ π_ref) = E_π[Σ_t KL_t(s_t)], and with ℓ_t = log π_θ(a_t|s_t) − log π_ref(a_t|s_t)
+
+        ∇ KL(π ‖ π_ref) = E_π[Σ_t ∇log π_θ(a_t|s_t) · Σ_{s ≥ t} ℓ_s]        (reward-to-go of the log-ratio).
+
+    Per token the loss is k_t + F_t·(log π_θ − sg(log π_θ)), whose value is the estimate k_t (the second
+    term is 0) and whose gradient adds the score-function term F_t ∇log π_θ, sg = stop-gradient:
+
+    - ``k1`` (ℓ): k_t held constant (its own gradient ∇log π_θ has mean 0 and only adds noise),
+      F_t = Σ_{s ≥ t} ℓ_s;
+    - ``k2`` (ℓ²/2): ∇k2_t = ℓ_t ∇log π_θ is the local term, F_t = Σ_{s > t} ℓ_s the rest;
+    - ``k3`` (e^{−ℓ} − 1 + ℓ, unbiased: E_π[k3_t | s_t] = KL_t): ∇E_π[Σ_t k3_t] = E[Σ_t ∇k3_t] +
+      E[Σ_t ∇log π_θ(a_t|s_t) Σ_{s ≥ t} k3_s], so F_t = Σ_{s ≥ t} k3_s.
+
+    With k1 the gradient equals that of the KL in the reward (−β·ℓ_t per token) under REINFORCE without a
+    baseline; the loss term keeps the KL out of the advantages' baselines and normalisation. Samples from
+    an older policy (more than one epoch) use the same form without importance weights, as the clipped
+    policy loss does inside its trust region. logprobs, ref_logprobs, response_mask: (N, A). Metric:
+    ``kl/loss_term`` (the aggregated estimate).
+    """
+    mask = response_mask.to(logprobs.dtype)
+    ref_logprobs = ref_logprobs.detach()
+    estimate = kl_estimate(logprobs, ref_logprobs, estimator)  # (N, A), with gradient
+    if estimator == "k1":
+        local = estimate.detach()
+        future = _suffix_sum(local, mask)
+    elif estimator == "k2":
+        local = estimate
+        log_ratio = (logprobs - ref_logprobs).detach()
+        future = _suffix_sum(log_ratio, mask) - log_ratio * mask
+    else:
+        local = estimate
+        future = _suffix_sum(estimate.detach(), mask)
+    score_function = logprobs - logprobs.detach()  # 0, with gradient ∇log π_θ
+    per_token = local + future * score_function
+    loss = aggregate(per_token, mask, loss_agg)
+    return loss, {"kl/loss_term": loss.detach()}

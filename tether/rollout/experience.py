@@ -32,7 +32,10 @@ class Experience:
     old_logprobs: torch.Tensor  # (N, A) log π_old(a_t|s_t) of the sampling policy, at temperature
     ref_logprobs: torch.Tensor | None = None  # (N, A) log π_ref(a_t|s_t)
     values: torch.Tensor | None = None  # (N, A) V(s_t) of the value head, before each response token
-    scores: torch.Tensor | None = None  # (N,) the scorer's reward of each whole response
+    raw_scores: torch.Tensor | None = None  # (N,) the scorer's own score of each whole response
+    scores: torch.Tensor | None = (
+        None  # (N,) the reward of each whole response: raw, less the unfinished penalty
+    )
     rewards: torch.Tensor | None = None  # (N, A) shaped per-token reward: score at the end − β·KL_t
     advantages: torch.Tensor | None = None  # (N, A) Â_t
     returns: torch.Tensor | None = None  # (N, A) targets of the value head
