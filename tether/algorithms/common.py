@@ -12,6 +12,7 @@ from tether.models.forward import TokenLogProbs
 from tether.models.lora import is_peft_model
 
 GYM_PREFIX = "gym:"
+VERIFIABLE_PREFIX = "verifiable:"  # tether.rewards.VERIFIABLE_PREFIX
 
 
 def load_records(spec: str, part: str, seed: int = 0) -> list[Record]:
@@ -114,8 +115,9 @@ def count_loss_tokens(batch: dict) -> int:
 
 
 def resolve_judge(spec: str, seed: int = 0, trust_remote_code: bool = False) -> Any:
-    """A judge from a spec: ``gym:TASK`` (the task's gold reward), ``module:function``, a judge YAML file
-    (an LLM judge, see ``JudgeConfig``), or a reward-model folder."""
+    """A judge from a spec: ``gym:TASK`` (the task's gold reward), ``verifiable:REWARD:W,…`` (the reward
+    library, see ``tether.rewards``), ``module:function``, a judge YAML file (an LLM judge, see
+    ``JudgeConfig``), or a reward-model folder."""
     from pathlib import Path
 
     from tether.judges import FunctionJudge, RewardModelJudge, import_function
@@ -124,6 +126,10 @@ def resolve_judge(spec: str, seed: int = 0, trust_remote_code: bool = False) -> 
     if spec.startswith(GYM_PREFIX):
         task = get_task(spec[len(GYM_PREFIX) :], seed=seed)
         return FunctionJudge(task.gold_rewards, name=f"gold:{task.name}")
+    if spec.startswith(VERIFIABLE_PREFIX):
+        from tether.rewards import resolve_reward
+
+        return resolve_reward(spec, seed)
     if spec.endswith((".yaml", ".yml")):
         return load_llm_judge(spec)
     if ":" in spec and not Path(spec).exists():

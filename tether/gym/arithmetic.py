@@ -37,6 +37,11 @@ class ArithmeticTask(Task):
         numbers = [int(n) for n in re.findall(r"-?\d+", prompt)]
         return sum(numbers[:2]) if len(numbers) >= 2 else None
 
+    def reference_answer(self, prompt: str) -> str | None:
+        """The requested sum as text (what ``tether.rewards``' exact_match compares with)."""
+        expected = self.expected_answer(prompt)
+        return None if expected is None else str(expected)
+
     @staticmethod
     def is_correct(prompt: str, completion: str) -> bool:
         """Exact match: the first ``= N`` in the completion equals the requested sum."""

@@ -59,6 +59,10 @@ class Task(ABC):
     def gold_reward(self, prompt: str, completion: str) -> float:
         """The hidden gold reward that plays the human. Training never sees it directly."""
 
+    def reference_answer(self, prompt: str) -> str | None:
+        """The answer a prompt asks for, for tasks with one right answer (exact-match rewards); None here."""
+        return None
+
     def gold_rewards(self, prompts: list[str], completions: list[str]) -> list[float]:
         """:meth:`gold_reward` of each (prompt, completion): the judge interface."""
         return [self.gold_reward(p, c) for p, c in zip(prompts, completions)]

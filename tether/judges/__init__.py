@@ -22,15 +22,26 @@ class Judge(Protocol):
 
 
 class FunctionJudge:
-    """Wraps ``fn(prompts, completions) -> list[float]`` (batched) or ``fn(prompt, completion) -> float``."""
+    """Wraps ``fn(prompts, completions) -> list[float]`` (batched) or ``fn(prompt, completion) -> float``.
+
+    A function that cannot take those arguments, or returns anything but one finite number per
+    completion, is a one-line ``TetherError`` naming ``name`` (``module:function``) and, for a bad value,
+    the prompt it was for (``tether.rewards.validation``).
+    """
 
     def __init__(self, fn: Callable[..., Any], batched: bool = True, name: str = "function") -> None:
+        from tether.rewards.validation import check_reward_signature
+
+        check_reward_signature(fn, name, batched)
         self.fn, self.batched, self.name = fn, batched, name
 
     def score(self, prompts: Sequence[Any], completions: Sequence[Any]) -> list[float]:
+        from tether.rewards.validation import check_scores
+
+        prompts = list(prompts)
         if self.batched:
-            return [float(s) for s in self.fn(list(prompts), list(completions))]
-        return [float(self.fn(p, c)) for p, c in zip(prompts, completions)]
+            return check_scores(self.name, self.fn(prompts, list(completions)), prompts)
+        return check_scores(self.name, [self.fn(p, c) for p, c in zip(prompts, completions)], prompts)
 
 
 def import_function(spec: str) -> Callable[..., Any]:
