@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from tether import TetherError
 from tether.algorithms.distribution_matching import run_distribution_matching
 from tether.algorithms.nash_md import pair_preferences, run_nash_md
 from tether.algorithms.online import make_experience, shuffled_minibatches
@@ -95,6 +96,20 @@ def test_unfinished_responses_lose_the_penalty(make_model, tokenizer, score):
         module, module.policy, tokenizer, judge, ["review the lid."] * 3, single_config, 0.0
     )
     assert single.old_logprobs is None and single.ref_logprobs is not None
+
+
+def test_a_scorer_returning_nan_is_a_one_line_error_naming_it(make_model, tokenizer):
+    # Not only Python reward functions: a reward model or LLM judge's output is checked in the loop too.
+    class NanModel:
+        def score(self, prompts, completions):
+            return [float("nan")] * len(prompts)
+
+    module = PolicyValue(make_model(), "none")
+    config = PGConfig(max_new_tokens=2, group_size=2, reward="runs/my_reward_model")
+    with pytest.raises(
+        TetherError, match=r"^reward function 'runs/my_reward_model': value 0 is nan \(prompt 'review"
+    ):
+        make_experience(module, module.policy, tokenizer, NanModel(), ["review the lid."], config, 0.0)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from tether.cli import main
 from tether.engine.guard import NanGuard, NumericalFault
 from tether.engine.logging import MetricLogger, read_metrics
 from tether.models import save_model
-from tether.rollout.rewards import checked_scores
 
 
 def test_guard_stops_naming_the_step_and_the_quantity():
@@ -114,19 +113,3 @@ def test_skip_policy_logs_skips_and_stops(make_model, tokenizer, tmp_path, capsy
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row.get("nan_skips", 0) for row in rows][-3:] == [1, 2, 3]
     assert rows[-1]["loss"] is None or rows[-1]["grad_norm"] is None  # logged as JSON null
-
-
-@pytest.mark.parametrize(
-    ("values", "message"),
-    [
-        ([1.0, float("nan")], "reward my:fn: score nan is not finite (prompt 'second prompt')"),
-        ([1.0, "x"], "reward my:fn: score 'x' is not a number (prompt 'second prompt')"),
-        ([1.0], "reward my:fn: returned 1 scores for 2 responses"),
-        (None, "reward my:fn: returned NoneType, not a list of scores"),
-    ],
-)
-def test_bad_scores_name_the_reward_and_the_prompt(values, message):
-    with pytest.raises(TetherError) as err:
-        checked_scores(values, ["first prompt", {"prompt": "second prompt"}], "my:fn")
-    assert str(err.value) == message
-    torch.testing.assert_close(checked_scores([1, 2.5], ["a", "b"], "x"), torch.tensor([1.0, 2.5]))

@@ -43,13 +43,9 @@ from tether.models.save import check_finite_weights
 from tether.models.value import PolicyValue
 from tether.ops.kl import kl_estimate
 from tether.ops.masked import masked_mean
+from tether.rewards.validation import check_scores
 from tether.rollout.experience import Experience, sample
-from tether.rollout.rewards import (
-    AdaptiveKLController,
-    checked_scores,
-    penalise_unfinished,
-    shaped_rewards,
-)
+from tether.rollout.rewards import AdaptiveKLController, penalise_unfinished, shaped_rewards
 
 AdvantageFn = Callable[[Experience, RLConfig], None]
 LossFn = Callable[[dict, Experience, RLConfig, float], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -154,9 +150,11 @@ def make_experience(
             out = forward(module, experience, config.temperature)
         module.train()
         experience.old_logprobs, experience.values = out["logprobs"], out["values"]
-    raw = checked_scores(
-        scorer.score(experience.prompts, experience.completions), experience.prompts, config.reward
+    # Every scorer's output is checked (a reward model or LLM judge can return NaN too), not only Python's.
+    values = check_scores(
+        config.reward, scorer.score(experience.prompts, experience.completions), experience.prompts
     )
+    raw = torch.tensor(values, dtype=torch.float32, device=experience.response_mask.device)
     # A pairwise judge's score of a row is its probability of beating its group (judges/llm.py).
     experience.extras["judge_pairwise"] = torch.full_like(raw, float(getattr(scorer, "pairwise", False)))
     return score_experience(experience, raw, config, kl_coef)

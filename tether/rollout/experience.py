@@ -143,7 +143,11 @@ def sample(
         )
     finally:
         tokenizer.padding_side = side
-    batch = {key: batch[key].repeat_interleave(group_size, dim=0) for key in ("input_ids", "attention_mask")}
+    device = next(policy.parameters()).device  # the tokenizer's tensors are on the CPU
+    batch = {
+        key: batch[key].repeat_interleave(group_size, dim=0).to(device)
+        for key in ("input_ids", "attention_mask")
+    }
     stops = stop_token_ids(policy, tokenizer)
     if backend is not None:
         if logits_processors is not None:
@@ -156,8 +160,12 @@ def sample(
             for ids in backend.generate(prompt_ids, max_new_tokens, temperature, top_p, stops)
         ]
         width = max(1, max(len(ids) for ids in generated))
-        responses = torch.tensor([ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids in generated])
-        valid = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in generated]).bool()
+        responses = torch.tensor(
+            [ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids in generated], device=device
+        )
+        valid = torch.tensor(
+            [[1] * len(ids) + [0] * (width - len(ids)) for ids in generated], device=device
+        ).bool()
     else:
         processors = logits_processors(batch["attention_mask"]) if logits_processors else None
         was_training = policy.training
@@ -189,7 +197,7 @@ def assemble(
     """The Experience of left-padded prompts ``batch`` and their sampled ``responses`` (N, A): everything
     after a response's first stop token becomes padding; ``valid`` (N, A) marks generated tokens where the
     padding of a response that did not stop could be mistaken for tokens."""
-    is_stop = torch.isin(responses, torch.tensor(stops))
+    is_stop = torch.isin(responses, torch.tensor(stops, device=responses.device))
     if valid is not None:
         is_stop &= valid
     before_stop = (is_stop.long().cumsum(-1) - is_stop.long()) == 0  # up to and including the first stop
@@ -212,5 +220,5 @@ def assemble(
         attention_mask=attention_mask,
         response_mask=response_mask,
         finished=finished,
-        old_logprobs=torch.zeros(response_mask.shape),
+        old_logprobs=torch.zeros(response_mask.shape, device=response_mask.device),
     )

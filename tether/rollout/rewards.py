@@ -7,11 +7,8 @@ or adapted to keep the measured KL near a target (Ziegler et al. 2019, §2.2).
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from tether import TetherError
 from tether.ops.kl import kl_estimate
 
 
@@ -69,30 +66,3 @@ def penalise_unfinished(scores: torch.Tensor, finished: torch.Tensor, penalty: f
     if penalty < 0:
         raise ValueError(f"unfinished penalty must be non-negative, got {penalty}")
     return scores - penalty * (~finished.bool()).to(scores.dtype)
-
-
-def checked_scores(values: object, prompts: list, source: str) -> torch.Tensor:
-    """The scorer's output as (N,) fp32 scores, or a one-line ``TetherError`` naming ``source`` and the
-    first prompt whose score is missing, not a number, NaN or infinite."""
-
-    def prompt_text(i: int) -> str:
-        text = str(prompts[i].get("prompt", prompts[i]) if isinstance(prompts[i], dict) else prompts[i])
-        return text if len(text) <= 60 else text[:57] + "..."
-
-    try:
-        values = list(values)  # type: ignore[call-overload]
-    except TypeError:
-        raise TetherError(
-            f"reward {source}: returned {type(values).__name__}, not a list of scores"
-        ) from None
-    if len(values) != len(prompts):
-        raise TetherError(f"reward {source}: returned {len(values)} scores for {len(prompts)} responses")
-    out = []
-    for i, value in enumerate(values):
-        number = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
-        if isinstance(number, bool) or not isinstance(number, (int, float)):
-            raise TetherError(f"reward {source}: score {value!r} is not a number (prompt {prompt_text(i)!r})")
-        if not math.isfinite(number):
-            raise TetherError(f"reward {source}: score {number} is not finite (prompt {prompt_text(i)!r})")
-        out.append(float(number))
-    return torch.tensor(out, dtype=torch.float32)
