@@ -346,6 +346,29 @@ class PGConfig(RLConfig):
     group_size: int = option(4, "Samples per prompt (G); RLOO and GRPO compare within a group.", minimum=1)
     batch_size: int = option(8, "Prompts per iteration (B).", minimum=1)
     ppo_epochs: int = option(1, "Passes over each batch (1 = on-policy, the ratio stays 1).", minimum=1)
+    policy_loss: Literal["ppo_clip", "gspo", "gspo_token"] = option(
+        "ppo_clip",
+        "ppo_clip: per-token ratio, clipped per token (PPO, GRPO; DAPO with clip_eps_high); gspo: one "
+        "length-normalised ratio per response, clipped per response (Zheng et al. 2025); gspo_token: "
+        "GSPO's ratio with per-token advantages.",
+    )
+    clip_eps: float | None = option(
+        None, "Lower clip range ε (ratio ≥ 1 − ε); unset = 0.2 (ppo_clip) or 3e-4 (GSPO).", minimum=0.0
+    )
+    clip_eps_high: float | None = option(
+        None,
+        "Upper clip range ε_high (ratio ≤ 1 + ε_high; DAPO's clip-higher uses 0.28); unset = clip_eps, or "
+        "4e-4 for GSPO.",
+        minimum=0.0,
+    )
+    dynamic_sampling: bool = option(
+        False,
+        "DAPO's dynamic sampling: drop groups whose scores are all equal (they give no gradient) and sample "
+        "further prompts to refill the batch, up to max_resamples extra rounds.",
+    )
+    max_resamples: int = option(
+        3, "dynamic_sampling: extra sampling rounds per iteration at most.", minimum=0
+    )
     kl_in_reward: bool = option(False, "Subtract β·KL from the reward (else GRPO's β·KL loss term).")
     kl_estimator: Literal["k1", "k2", "k3"] = option(
         "k3",

@@ -28,13 +28,14 @@ from tether.losses.policy import aggregate
 from tether.ops import kl_estimate
 from tether.rollout.experience import Experience
 
-torch.set_default_dtype(torch.float64)  # restored by the module fixture below
 
-
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(autouse=True)
 def _float64():
+    """Exact sums in float64 for these tests only (set per test: collection imports every module first)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
     yield
-    torch.set_default_dtype(torch.float32)
+    torch.set_default_dtype(previous)
 
 
 class Toy:
@@ -429,3 +430,30 @@ def test_nash_md_second_epoch_weights_the_old_samples_by_the_ratio():
     preference = torch.sigmoid(score[:, None] - score[None, :])
     actual = nash_batch_loss(toy, config, old, tau, opponent)(None)
     assert_gradients_close(actual, nash_expected(toy, opponent, preference, tau))
+
+
+# --------------------------------------------------------------------------------- GSPO, DAPO
+
+
+@pytest.mark.parametrize(
+    ("policy_loss", "extra", "scale"),
+    [
+        ("gspo", {}, 0.5),  # every token carries ∂ℓ_i/∂log π_t = −Â_i s_i/|y_i|: ∇J/|y| at s = 1
+        ("gspo_token", {}, 0.5),
+        ("ppo_clip", {"clip_eps_high": 0.28}, 1.0),  # DAPO's decoupled range: REINFORCE at ratio 1
+    ],
+)
+def test_policy_loss_variants_at_ratio_one(policy_loss, extra, scale):
+    toy = Toy(seed=11, eos=False)
+    scores = torch.linspace(-1, 1, 9)
+    config = PGConfig(
+        estimator="rloo",
+        group_size=2,
+        kl_coef=0.0,
+        policy_loss=policy_loss,
+        loss_agg="seq_mean_token_mean" if policy_loss != "ppo_clip" else "seq_mean_token_sum",
+        **extra,
+    )
+    actual = expected_loss_gradient(toy, 2, pg_batch_loss(toy, config, scores, 0.0))
+    objective = (toy.probs() * scores).sum()
+    assert_gradients_close(actual, [-scale * g for g in gradient(objective, toy)])

@@ -43,8 +43,9 @@ from tether.models.save import check_finite_weights
 from tether.models.value import PolicyValue
 from tether.ops.kl import kl_estimate
 from tether.ops.masked import masked_mean
+from tether.rewards import CombinedReward
 from tether.rewards.validation import check_scores
-from tether.rollout.experience import Experience, sample
+from tether.rollout.experience import Experience, concat, sample
 from tether.rollout.rewards import AdaptiveKLController, penalise_unfinished, shaped_rewards
 
 AdvantageFn = Callable[[Experience, RLConfig], None]
@@ -61,6 +62,8 @@ class LoopHooks:
     after_update: Callable[[Experience, Any], dict[str, float]] | None = None  # (batch, module) → metrics
     state: dict[str, Any] = field(default_factory=dict)  # carried across iterations and checkpointed
     models: Callable[[], dict[str, Any]] | None = None  # extra models to checkpoint, by name (q, past pool)
+    keep: Callable[[Experience], torch.Tensor] | None = None  # (N,) bool rows to learn from (DAPO's filter)
+    max_resamples: int = 0  # with ``keep``: extra sampling rounds that refill the batch with kept groups
 
 
 def model_inputs(
@@ -150,10 +153,16 @@ def make_experience(
             out = forward(module, experience, config.temperature)
         module.train()
         experience.old_logprobs, experience.values = out["logprobs"], out["values"]
+    if isinstance(scorer, CombinedReward):  # the reward library: lengths in tokens, each term logged
+        values, components = scorer.score_components(
+            experience.prompts, experience.completions, lengths=experience.response_mask.sum(-1).tolist()
+        )
+        for key, term in components.items():
+            experience.extras[f"reward/{key}"] = torch.tensor(term, dtype=torch.float32)
+    else:
+        values = scorer.score(experience.prompts, experience.completions)
     # Every scorer's output is checked (a reward model or LLM judge can return NaN too), not only Python's.
-    values = check_scores(
-        config.reward, scorer.score(experience.prompts, experience.completions), experience.prompts
-    )
+    values = check_scores(config.reward, values, experience.prompts)
     raw = torch.tensor(values, dtype=torch.float32, device=experience.response_mask.device)
     # A pairwise judge's score of a row is its probability of beating its group (judges/llm.py).
     experience.extras["judge_pairwise"] = torch.full_like(raw, float(getattr(scorer, "pairwise", False)))
@@ -189,6 +198,41 @@ def check_kl_settings(config: RLConfig) -> None:
             f"field 'kl_estimator': {config.kl_estimator} in the reward does not give the gradient of "
             "KL(π ‖ π_ref) (only k1 does there); use kl_estimator=k1, or kl_in_reward=false for a loss term"
         )
+
+
+def refilled(
+    first: Experience,
+    experience_of: Callable[[int], Experience],
+    hooks: LoopHooks,
+    config: RLConfig,
+    pad_token_id: int,
+) -> tuple[Experience, dict[str, float]]:
+    """DAPO's dynamic sampling (Yu et al. 2025, §3.2): keep the groups ``hooks.keep`` selects (those whose
+    scores are not all equal, which alone carry a group-relative gradient), and sample the prompts after
+    this iteration's, up to ``hooks.max_resamples`` more rounds, until the batch holds ``batch_size``
+    groups (surplus groups are dropped). With no group kept at all, the first batch is used as it is."""
+    group, wanted = config.group_size, config.batch_size
+    kept, n_kept, rounds = [], 0, 0
+    batch = first
+    while True:
+        rows = hooks.keep(batch).nonzero().squeeze(1)
+        if len(rows):
+            kept.append(batch.select(rows))
+            n_kept += len(rows) // group
+        if n_kept >= wanted or rounds >= hooks.max_resamples:
+            break
+        rounds += 1
+        batch = experience_of(rounds)
+    metrics = {
+        "dynamic/kept_groups": float(min(n_kept, wanted)),
+        "dynamic/resample_rounds": float(rounds),
+    }
+    if not kept:
+        return first, metrics
+    experience = concat(kept, pad_token_id)
+    if n_kept > wanted:
+        experience = experience.select(torch.arange(wanted * group))
+    return experience, metrics
 
 
 def shuffled_minibatches(n: int, group_size: int, minibatch_size: int) -> list[torch.Tensor]:
@@ -285,19 +329,29 @@ def run_online(
     started, seen_at_start = time.perf_counter(), samples_seen
 
     for step in range(first_step, config.max_steps):
-        start = (step * config.batch_size) % len(prompts)
-        batch_prompts = [prompts[(start + i) % len(prompts)] for i in range(config.batch_size)]
-        experience = make_experience(
-            accelerator.unwrap_model(module),
-            reference,
-            tokenizer,
-            scorer,
-            batch_prompts,
-            config,
-            kl_control.value,
-            hooks,
-            backend,
-        )
+
+        def experience_of(round_: int, step: int = step) -> Experience:
+            """Steps 1–4 on this iteration's prompts (round 0) or the ones after them (refill rounds)."""
+            start = (step * config.batch_size + round_ * config.batch_size) % len(prompts)
+            batch_prompts = [prompts[(start + i) % len(prompts)] for i in range(config.batch_size)]
+            return make_experience(
+                accelerator.unwrap_model(module),
+                reference,
+                tokenizer,
+                scorer,
+                batch_prompts,
+                config,
+                kl_control.value,
+                hooks,
+                backend,
+            )
+
+        experience = experience_of(0)
+        refill_metrics: dict[str, float] = {}
+        if hooks.keep is not None:
+            experience, refill_metrics = refilled(
+                experience, experience_of, hooks, config, tokenizer.pad_token_id
+            )
         advantage_fn(experience, config)  # fills experience.advantages (and .returns)
 
         lr = config.learning_rate * lr_multiplier(
@@ -351,6 +405,8 @@ def run_online(
                 "lr": lr,
                 "samples_per_s": (samples_seen - seen_at_start) / (time.perf_counter() - started),
                 **row_extra,
+                **refill_metrics,
+                **{k: float(v.mean()) for k, v in experience.extras.items() if k.startswith("reward/")},
             }
         )
         if guard.skipped:
@@ -422,16 +478,27 @@ def clipped_policy_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The actor's loss every policy-gradient algorithm shares: PPO's clipped surrogate −min(ρÂ, clip(ρ)Â)
     (plain REINFORCE when ρ = 1, on-policy), − ent_coef·entropy, + β·KL when KL is a loss term."""
-    mask = minibatch.response_mask
     policy_loss, metrics = ppo_clip_loss(
         out["logprobs"],
         minibatch.old_logprobs,
         minibatch.advantages,
-        mask,
+        minibatch.response_mask,
         config.clip_eps,
         loss_agg=config.loss_agg,
     )
-    entropy_loss, entropy_metrics = entropy_bonus(out["entropy"], mask, config.loss_agg)
+    return regularised(policy_loss, metrics, out, minibatch, config, kl_coef)
+
+
+def regularised(
+    policy_loss: torch.Tensor,
+    metrics: dict[str, torch.Tensor],
+    out: dict,
+    minibatch: Experience,
+    config: RLConfig,
+    kl_coef: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A policy loss − ent_coef·entropy (per-state entropy bonus) + β·KL when KL is a loss term."""
+    entropy_loss, entropy_metrics = entropy_bonus(out["entropy"], minibatch.response_mask, config.loss_agg)
     kl_term, kl_metrics = kl_loss_term(out, minibatch, config, kl_coef)
     metrics.update(entropy_metrics)
     metrics.update(kl_metrics)

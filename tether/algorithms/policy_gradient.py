@@ -22,8 +22,10 @@ from __future__ import annotations
 import torch
 
 from tether.advantages import compute_advantages, whiten_advantages
-from tether.algorithms.online import LoopHooks, clipped_policy_loss, run_online
+from tether.algorithms.online import LoopHooks, regularised, run_online
 from tether.config import PGConfig
+from tether.losses.policy import aggregate, ppo_clip_loss
+from tether.losses.variants import dynamic_sampling_mask, gspo_loss, gspo_token_loss
 from tether.rollout.experience import Experience
 
 SEQUENCE_LEVEL = {"rloo", "grpo", "dr_grpo"}  # estimators that compare whole-response scores in a group
@@ -55,9 +57,42 @@ def pg_advantages(experience: Experience, config: PGConfig, state: dict[str, flo
     experience.advantages, experience.returns = advantages, returns
 
 
+def clip_range(config: PGConfig) -> tuple[float, float]:
+    """(ε_low, ε_high) of the configured policy loss: the user's, else the loss's paper defaults (PPO's 0.2;
+    GSPO's 3e-4 and 4e-4, at the scale of a per-token geometric-mean ratio)."""
+    sequence_level = config.policy_loss != "ppo_clip"
+    low = config.clip_eps if config.clip_eps is not None else (3e-4 if sequence_level else 0.2)
+    if config.clip_eps_high is not None:
+        return low, config.clip_eps_high
+    return low, (4e-4 if sequence_level and config.clip_eps is None else low)
+
+
 def pg_loss(out: dict, minibatch: Experience, config: PGConfig, kl_coef: float) -> tuple[torch.Tensor, dict]:
-    """−Â·ρ (clipped; ρ = 1 on-policy) − ent_coef·entropy (+ β·KL as a loss term, GRPO's way)."""
-    return clipped_policy_loss(out, minibatch, config, kl_coef)
+    """The configured policy loss (ρ = 1 on-policy) − ent_coef·entropy (+ β·KL as a loss term, GRPO's way):
+
+    - ``ppo_clip``: −min(ρ_t Â, clip(ρ_t, 1 − ε_low, 1 + ε_high) Â) per token (DAPO's decoupled range when
+      ε_high > ε_low);
+    - ``gspo``: GSPO's per-response ratio s_i = (π_θ/π_old)^{1/|y_i|}, clipped per response; each response's
+      loss stands on each of its tokens, so ``loss_agg`` weighs responses (``seq_mean_token_mean``: the
+      paper's mean over responses; ``token_mean``: by length);
+    - ``gspo_token``: GSPO-token, s_i's value with each token's own gradient.
+    """
+    low, high = clip_range(config)
+    logprobs, old, mask = out["logprobs"], minibatch.old_logprobs, minibatch.response_mask
+    if config.policy_loss == "gspo":
+        per_response, metrics = gspo_loss(
+            logprobs, old, minibatch.advantages, mask, low, high, loss_agg="none"
+        )
+        policy_loss = aggregate(per_response[:, None].expand_as(logprobs), mask, config.loss_agg)
+    elif config.policy_loss == "gspo_token":
+        policy_loss, metrics = gspo_token_loss(
+            logprobs, old, minibatch.advantages, mask, low, high, config.loss_agg
+        )
+    else:
+        policy_loss, metrics = ppo_clip_loss(
+            logprobs, old, minibatch.advantages, mask, low, clip_eps_high=high, loss_agg=config.loss_agg
+        )
+    return regularised(policy_loss, metrics, out, minibatch, config, kl_coef)
 
 
 def run_policy_gradient(config: PGConfig) -> dict[str, float]:
@@ -70,6 +105,9 @@ def run_policy_gradient(config: PGConfig) -> dict[str, float]:
         )
     state = {"baseline": 0.0}
     hooks = LoopHooks(state=state)
+    if config.dynamic_sampling:
+        hooks.keep = lambda experience: dynamic_sampling_mask(experience.scores, config.group_size)
+        hooks.max_resamples = config.max_resamples
     return run_online(
         config, "none", lambda experience, cfg: pg_advantages(experience, cfg, state), pg_loss, hooks
     )

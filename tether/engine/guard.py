@@ -31,7 +31,8 @@ class NanGuard:
     def allows(self, step: int, **quantities: float | torch.Tensor) -> bool:
         """True when every quantity is finite; False when the step is to be skipped; raises
         ``NumericalFault`` when the run must stop. ``step`` is the 1-based optimiser step."""
-        bad = {name: float(value) for name, value in quantities.items() if not math.isfinite(float(value))}
+        numbers = {k: float(v.detach() if isinstance(v, torch.Tensor) else v) for k, v in quantities.items()}
+        bad = {name: value for name, value in numbers.items() if not math.isfinite(value)}
         if not bad:
             return True
         what = ", ".join(f"{name} is {value}" for name, value in bad.items())

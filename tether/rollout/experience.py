@@ -114,6 +114,54 @@ class Experience:
         return Experience(**picked)
 
 
+RESPONSE_FIELDS = (
+    "response_mask",
+    "old_logprobs",
+    "ref_logprobs",
+    "values",
+    "rewards",
+    "advantages",
+    "returns",
+)
+ROW_FIELDS = ("finished", "raw_scores", "scores")
+
+
+def concat(batches: list[Experience], pad_token_id: int = 0) -> Experience:
+    """One Experience of several batches' rows (e.g. DAPO's refill rounds): prompts re-padded on the left
+    to the longest prompt, responses on the right to the longest response. Every row keeps its tokens,
+    masks and per-token values; new padding is masked (0 in masks and per-token values)."""
+    if len(batches) == 1:
+        return batches[0]
+    prompt_width = max(b.prompt_length for b in batches)
+    response_width = max(b.response_mask.shape[1] for b in batches)
+
+    def right(t: torch.Tensor, value: float = 0) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, response_width - t.shape[1]), value=value)
+
+    def rows_of(b: Experience, tensor: torch.Tensor, value: float) -> torch.Tensor:
+        prompt, response = tensor[:, : b.prompt_length], tensor[:, b.prompt_length :]
+        prompt = torch.nn.functional.pad(prompt, (prompt_width - prompt.shape[1], 0), value=value)
+        return torch.cat([prompt, right(response, value)], dim=1)
+
+    fields: dict[str, Any] = {
+        "prompts": [p for b in batches for p in b.prompts],
+        "completions": [c for b in batches for c in b.completions],
+        "sequences": torch.cat([rows_of(b, b.sequences, pad_token_id) for b in batches]),
+        "attention_mask": torch.cat([rows_of(b, b.attention_mask, 0) for b in batches]),
+    }
+    for name in RESPONSE_FIELDS + ROW_FIELDS:
+        values = [getattr(b, name) for b in batches]
+        if any(v is None for v in values):
+            fields[name] = None
+        else:
+            fields[name] = torch.cat([right(v) if name in RESPONSE_FIELDS else v for v in values])
+    fields["extras"] = {
+        key: torch.cat([right(b.extras[key]) if b.extras[key].dim() == 2 else b.extras[key] for b in batches])
+        for key in batches[0].extras
+    }
+    return Experience(**fields)
+
+
 @torch.no_grad()
 def sample(
     policy: Any,
