@@ -369,6 +369,15 @@ class PGConfig(RLConfig):
     max_resamples: int = option(
         3, "dynamic_sampling: extra sampling rounds per iteration at most.", minimum=0
     )
+    tis_cap: float = option(
+        0.0,
+        "Truncated importance sampling for rollouts from another engine (rollout_backend=vllm): weigh each "
+        "token's loss by min(π_train/π_rollout, cap); 0 = off.",
+        minimum=0.0,
+    )
+    tis_level: Literal["token", "sequence"] = option(
+        "token", "tis_cap: the ratio of each token, or of the whole response."
+    )
     kl_in_reward: bool = option(False, "Subtract β·KL from the reward (else GRPO's β·KL loss term).")
     kl_estimator: Literal["k1", "k2", "k3"] = option(
         "k3",

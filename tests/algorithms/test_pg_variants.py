@@ -10,7 +10,7 @@ import torch
 
 from tether.algorithms.online import LoopHooks, forward, refilled
 from tether.algorithms.policy_gradient import clip_range, pg_loss, run_policy_gradient
-from tether.config import PGConfig
+from tether.config import ConfigError, PGConfig
 from tether.models import save_model
 from tether.models.value import PolicyValue
 from tether.rollout.experience import Experience, concat, sample
@@ -140,3 +140,30 @@ def test_grpo_with_the_reward_library_logs_each_term(make_model, tokenizer, tmp_
         assert row["reward/overlong"] <= 0.0 and 0.0 <= row["reward/exact_match"] <= 1.0
         # The total is the weighted sum of the terms (the penalty for unfinished responses aside).
         assert row["loss"] == row["loss"]
+
+
+def test_truncated_importance_weights_scale_each_tokens_loss():
+    # Ratio 1 to π_old; the engine's log-probs differ: ρ = exp(log π_old − log π_rollout) = e^{0.5} = 1.6487
+    # (kept), e^{1.5} = 4.4817 (capped at 2), e^{−1} = 0.3679; the gradient of token t is −Â·w_t.
+    old = torch.tensor([[-1.0, -2.0, -0.5]])
+    logprobs = old.clone().requires_grad_()
+    experience = Experience(
+        prompts=["a"],
+        completions=[""],
+        sequences=torch.zeros(1, 4, dtype=torch.long),
+        attention_mask=torch.ones(1, 4),
+        response_mask=torch.ones(1, 3),
+        finished=torch.ones(1, dtype=torch.bool),
+        old_logprobs=old,
+        rollout_logprobs=torch.tensor([[-1.5, -3.5, 0.5]]),
+        advantages=torch.full((1, 3), 2.0),
+    )
+    config = PGConfig(kl_coef=0.0, tis_cap=2.0, loss_agg="seq_mean_token_sum")
+    loss, metrics = pg_loss({"logprobs": logprobs, "entropy": torch.zeros(1, 3)}, experience, config, 0.0)
+    weights = torch.tensor([[1.648721, 2.0, 0.367879]])
+    assert float(loss.detach()) == pytest.approx(-2.0 * float(weights.sum()), rel=1e-5)
+    loss.backward()
+    torch.testing.assert_close(logprobs.grad, -2.0 * weights, rtol=1e-5, atol=0)
+    assert float(metrics["mismatch/capped_frac"]) == pytest.approx(1 / 3)
+    with pytest.raises(ConfigError, match="needs rollout_backend=vllm"):
+        run_policy_gradient(PGConfig(tis_cap=2.0))

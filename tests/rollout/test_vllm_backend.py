@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 from dataclasses import dataclass, field
@@ -22,6 +23,12 @@ from tether.rollout.vllm_backend import VLLMBackend
 class Completion:
     token_ids: list[int]
     finish_reason: str
+    logprobs: list | None = None  # per position: {token id: Logprob} as vLLM reports them, or floats
+
+
+@dataclass
+class Logprob:
+    logprob: float
 
 
 @dataclass
@@ -54,8 +61,9 @@ class FakeLLM:
         self.calls.append((prompts, params))
         out = []
         for i, _ in enumerate(prompts):
-            ids, reason = FakeLLM.script[i % len(FakeLLM.script)]
-            out.append(Output([Completion(ids[: params.max_tokens], reason)]))
+            ids, reason, *logprobs = FakeLLM.script[i % len(FakeLLM.script)]
+            reported = logprobs[0][: params.max_tokens] if logprobs else None
+            out.append(Output([Completion(ids[: params.max_tokens], reason, reported)]))
         return out
 
 
@@ -115,3 +123,31 @@ def test_online_loop_syncs_weights_into_the_engine_after_each_step(
         torch.testing.assert_close(last[name], tensor)
     first = llm.engine_model.loads[0]
     assert any(not torch.equal(first[n], last[n]) for n in final)  # the second step changed the weights
+
+
+def test_the_engines_logprobs_reach_the_experience_and_correct_the_loss(
+    fake_vllm, make_model, tokenizer, tmp_path
+):
+    model = make_model()
+    words = tokenizer("the lid is great", add_special_tokens=False)["input_ids"][:4]
+    FakeLLM.script = [
+        (words, "stop", [{w: Logprob(-0.5)} for w in words]),  # the stop id left out: no log-prob for it
+        (words + words, "length", [-1.0] * 8),
+    ]
+    backend = VLLMBackend("unused-folder")
+    experience = sample(model, tokenizer, ["review the lid."], 2, max_new_tokens=6, backend=backend)
+    assert FakeLLM.instances[0].calls[0][1].logprobs == 0  # the sampled token's own log-prob is asked for
+    rollout = experience.rollout_logprobs
+    assert rollout[0, :4].tolist() == [-0.5] * 4 and torch.isnan(rollout[0, 4])  # NaN: the trainer's stands
+    assert rollout[1].tolist() == [-1.0] * 6
+    # End to end: truncated importance weights in the loss, with the mismatch logged.
+    save_model(model, tokenizer, tmp_path / "tiny")
+    out = tmp_path / "grpo"
+    config = PGConfig(
+        model=str(tmp_path / "tiny"), reward="gym:reviews", output_dir=str(out), max_steps=1, batch_size=1,
+        group_size=2, max_new_tokens=6, progress=False, tensorboard=False, rollout_backend="vllm",
+        tis_cap=2.0,
+    )  # fmt: skip
+    run_policy_gradient(config)
+    row = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    assert 0.0 < row["mismatch/weight_mean"] <= 2.0 and row["mismatch/log_ratio_abs"] > 0.0

@@ -23,9 +23,14 @@ import torch
 
 from tether.advantages import compute_advantages, whiten_advantages
 from tether.algorithms.online import LoopHooks, regularised, run_online
-from tether.config import PGConfig
+from tether.config import ConfigError, PGConfig
 from tether.losses.policy import aggregate, ppo_clip_loss
-from tether.losses.variants import dynamic_sampling_mask, gspo_loss, gspo_token_loss
+from tether.losses.variants import (
+    dynamic_sampling_mask,
+    gspo_loss,
+    gspo_token_loss,
+    truncated_importance_weights,
+)
 from tether.rollout.experience import Experience
 
 SEQUENCE_LEVEL = {"rloo", "grpo", "dr_grpo"}  # estimators that compare whole-response scores in a group
@@ -79,29 +84,33 @@ def pg_loss(out: dict, minibatch: Experience, config: PGConfig, kl_coef: float) 
     """
     low, high = clip_range(config)
     logprobs, old, mask = out["logprobs"], minibatch.old_logprobs, minibatch.response_mask
+    advantages = minibatch.advantages
     if config.policy_loss == "gspo":
-        per_response, metrics = gspo_loss(
-            logprobs, old, minibatch.advantages, mask, low, high, loss_agg="none"
-        )
-        policy_loss = aggregate(per_response[:, None].expand_as(logprobs), mask, config.loss_agg)
+        per_response, metrics = gspo_loss(logprobs, old, advantages, mask, low, high, loss_agg="none")
+        per_token = per_response[:, None].expand_as(logprobs)
     elif config.policy_loss == "gspo_token":
-        policy_loss, metrics = gspo_token_loss(
-            logprobs, old, minibatch.advantages, mask, low, high, config.loss_agg
-        )
+        per_token, metrics = gspo_token_loss(logprobs, old, advantages, mask, low, high, "none")
     else:
-        policy_loss, metrics = ppo_clip_loss(
-            logprobs, old, minibatch.advantages, mask, low, clip_eps_high=high, loss_agg=config.loss_agg
-        )
+        per_token, metrics = ppo_clip_loss(logprobs, old, advantages, mask, low, high, loss_agg="none")
+    if config.tis_cap > 0:  # the samples came from another engine: weigh by min(π_train/π_rollout, C)
+        rollout = torch.where(torch.isnan(minibatch.rollout_logprobs), old, minibatch.rollout_logprobs)
+        weights, mismatch = truncated_importance_weights(old, rollout, mask, config.tis_cap, config.tis_level)
+        per_token = per_token * weights
+        metrics.update(mismatch)
+    policy_loss = aggregate(per_token, mask, config.loss_agg)
     return regularised(policy_loss, metrics, out, minibatch, config, kl_coef)
 
 
 def run_policy_gradient(config: PGConfig) -> dict[str, float]:
     """Run REINFORCE / RLOO / GRPO (by ``config.estimator``); returns the last iteration's metrics."""
     if config.estimator in SEQUENCE_LEVEL and config.group_size < 2 and config.estimator != "dr_grpo":
-        from tether.config import ConfigError
-
         raise ConfigError(
             f"field 'group_size': {config.estimator} compares samples of a prompt; use at least 2"
+        )
+    if config.tis_cap > 0 and config.rollout_backend == "hf":
+        raise ConfigError(
+            "field 'tis_cap': the built-in sampler's log-probs are the trainer's own (nothing to correct); "
+            "truncated importance sampling needs rollout_backend=vllm"
         )
     state = {"baseline": 0.0}
     hooks = LoopHooks(state=state)

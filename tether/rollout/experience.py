@@ -6,6 +6,7 @@ padded), A response tokens (right padded), T = P + A.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ class Experience:
     response_mask: torch.Tensor  # (N, A) 1 = real response token (the stop token included)
     finished: torch.Tensor  # (N,) bool: the response ended with a stop token (else it hit max_new_tokens)
     old_logprobs: torch.Tensor  # (N, A) log π_old(a_t|s_t) of the sampling policy, at temperature
+    rollout_logprobs: torch.Tensor | None = None  # (N, A) the sampler's own log-probs (another engine's)
     ref_logprobs: torch.Tensor | None = None  # (N, A) log π_ref(a_t|s_t)
     values: torch.Tensor | None = None  # (N, A) V(s_t) of the value head, before each response token
     raw_scores: torch.Tensor | None = None  # (N,) the scorer's own score of each whole response
@@ -208,6 +210,11 @@ def sample(
             for ids in backend.generate(prompt_ids, max_new_tokens, temperature, top_p, stops)
         ]
         width = max(1, max(len(ids) for ids in generated))
+        # The engine's log-prob of each token it sampled, where it reports them (NaN where it does not).
+        reported = getattr(backend, "last_logprobs", None) or [[] for _ in generated]
+        rollout_logprobs = torch.tensor(
+            [(lps + [math.nan] * width)[:width] for lps in reported], dtype=torch.float32, device=device
+        )
         responses = torch.tensor(
             [ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids in generated], device=device
         )
@@ -231,7 +238,12 @@ def sample(
         )
         policy.train(was_training)
         valid = None  # both pad only after a stop token
-    return assemble(repeated, batch, responses, stops, tokenizer, valid)
+        rollout_logprobs = None
+    experience = assemble(repeated, batch, responses, stops, tokenizer, valid)
+    if rollout_logprobs is not None and getattr(backend, "last_logprobs", None):
+        real = experience.response_mask.bool()
+        experience.rollout_logprobs = torch.where(real, rollout_logprobs, torch.zeros_like(rollout_logprobs))
+    return experience
 
 
 def assemble(

@@ -14,6 +14,7 @@ between vLLM releases; ``_engine_model`` knows the ones of 0.6–0.10 and names 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from tether import TetherError
@@ -28,6 +29,12 @@ def _import_vllm() -> Any:
             "rollout_backend=vllm: the vllm package is not installed (pip install vllm; it needs a CUDA GPU)"
         ) from None
     return vllm
+
+
+def _sampled_logprob(step: Any, token: int) -> float:
+    """vLLM's log-prob of ``token`` at one position: a dict token id → Logprob (or a float)."""
+    entry = step[token] if isinstance(step, dict) else step
+    return float(getattr(entry, "logprob", entry))
 
 
 class VLLMBackend:
@@ -53,17 +60,25 @@ class VLLMBackend:
         stop_ids: list[int],
     ) -> list[list[int]]:
         params = self._vllm.SamplingParams(
-            n=1, max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop_token_ids=stop_ids
+            n=1,
+            max_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop_token_ids=stop_ids,
+            logprobs=0,  # the sampled token's own log-prob, for importance-sampling correction
         )
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
-        responses = []
+        responses, self.last_logprobs = [], []
         for output in outputs:
             completion = output.outputs[0]
             ids = list(completion.token_ids)
+            logprobs = [_sampled_logprob(step, token) for step, token in zip(completion.logprobs or [], ids)]
             # A response stopped by a stop id ends with it, as with transformers (the mask counts it).
             if completion.finish_reason == "stop" and (not ids or ids[-1] not in stop_ids):
                 ids.append(stop_ids[0])
             responses.append(ids)
+            # NaN where the engine gave none (an appended stop id): the trainer's own value stands there.
+            self.last_logprobs.append(logprobs + [math.nan] * (len(ids) - len(logprobs)))
         return responses
 
     def load_weights(self, policy: Any) -> None:
