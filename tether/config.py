@@ -265,7 +265,13 @@ class RLConfig(ModelConfig, TrainConfig):
     max_steps: int = option(60, "Iterations: each samples a batch, then updates the policy.", minimum=1)
     batch_size: int = option(32, "Prompts per iteration (B).", minimum=1)
     group_size: int = option(1, "Samples per prompt (G).", minimum=1)
-    max_new_tokens: int = option(48, "Longest response.", minimum=1)
+    max_new_tokens: int = option(48, "Longest response (with env: longest policy turn).", minimum=1)
+    env: str = option(
+        "",
+        "Multi-turn episodes with an environment, a built-in name ('calculator') or module:Class; the sum "
+        "of its rewards is the score, in place of `reward`. '' = one response scored by `reward`.",
+    )
+    max_turns: int = option(4, "env: policy turns per episode at most.", minimum=1)
     rollout_backend: Literal["hf", "vllm"] = option(
         "hf", "Sampler: transformers generate, or vLLM (GPU machines with vllm installed)."
     )

@@ -320,6 +320,12 @@ def test_short_distribution_matching_and_nash_runs(tiny_folder, tmp_path, method
 RESUMABLE = {
     "reinforce": (PGConfig, run_policy_gradient, ["estimator=reinforce_baseline", "whiten_advantages=false"]),
     "ppo": (PPOConfig, run_ppo, ["critic=head", "ppo_epochs=2"]),
+    # multi-turn episodes with the calculator (the tiny model's turns rarely call it; masks still apply)
+    "grpo-env": (
+        PGConfig,
+        run_policy_gradient,
+        ["env=calculator", "prompts=gym:arithmetic", "max_turns=2", "group_size=2"],
+    ),
     # the frozen proposal q and its best divergence are checkpointed too; q moves often at this lr
     "dpg-adaptive": (
         DistributionMatchingConfig,

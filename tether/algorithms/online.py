@@ -36,6 +36,7 @@ from tether.engine.checkpoint import list_checkpoints, load_checkpoint, save_che
 from tether.engine.guard import NanGuard
 from tether.engine.logging import MetricLogger
 from tether.engine.optim import build_optimizer, lr_multiplier, set_learning_rate
+from tether.envs import resolve_env
 from tether.losses.policy import entropy_bonus, kl_penalty_loss, ppo_clip_loss
 from tether.models.forward import shares_prefixes, token_logprobs
 from tether.models.lora import is_peft_model
@@ -46,6 +47,7 @@ from tether.ops.masked import masked_mean
 from tether.rewards import CombinedReward
 from tether.rewards.validation import check_scores
 from tether.rollout.experience import Experience, concat, sample
+from tether.rollout.multiturn import sample_episodes
 from tether.rollout.rewards import AdaptiveKLController, penalise_unfinished, shaped_rewards
 
 AdvantageFn = Callable[[Experience, RLConfig], None]
@@ -126,21 +128,37 @@ def make_experience(
     kl_coef: float,
     hooks: LoopHooks | None = None,
     backend: Any = None,
+    make_env: Callable[[], Any] | None = None,
 ) -> Experience:
-    """Steps 1–4 of the module docstring; ``hooks`` may change who samples (see ``LoopHooks``)."""
+    """Steps 1–4 of the module docstring; ``hooks`` may change who samples (see ``LoopHooks``);
+    ``make_env``: multi-turn episodes with an environment, whose rewards are the scores."""
     hooks = hooks or LoopHooks()
     opponent = hooks.opponent
-    experience = sample(
-        module.policy if hooks.proposal is None else hooks.proposal,
-        tokenizer,
-        prompts,
-        config.group_size,
-        config.max_new_tokens,
-        config.temperature,
-        config.top_p,
-        logits_processors=(lambda mask: opponent(reference, mask)) if opponent else None,
-        backend=backend,
-    )
+    episode_rewards = None
+    if make_env is not None:
+        experience, episode_rewards = sample_episodes(
+            module.policy,
+            tokenizer,
+            prompts,
+            make_env,
+            config.group_size,
+            config.max_new_tokens,
+            config.max_turns,
+            config.temperature,
+            config.top_p,
+        )
+    else:
+        experience = sample(
+            module.policy if hooks.proposal is None else hooks.proposal,
+            tokenizer,
+            prompts,
+            config.group_size,
+            config.max_new_tokens,
+            config.temperature,
+            config.top_p,
+            logits_processors=(lambda mask: opponent(reference, mask)) if opponent else None,
+            backend=backend,
+        )
     experience.ref_logprobs = reference_logprobs(reference, experience, config.temperature)
     if hooks.proposal is not None:  # samples of q: π_old is q
         experience.old_logprobs = reference_logprobs(hooks.proposal, experience, config.temperature)
@@ -153,6 +171,9 @@ def make_experience(
             out = forward(module, experience, config.temperature)
         module.train()
         experience.old_logprobs, experience.values = out["logprobs"], out["values"]
+    if episode_rewards is not None:
+        experience.extras["judge_pairwise"] = torch.zeros_like(episode_rewards)
+        return score_experience(experience, episode_rewards, config, kl_coef)
     if isinstance(scorer, CombinedReward):  # the reward library: lengths in tokens, each term logged
         values, components = scorer.score_components(
             experience.prompts, experience.completions, lengths=experience.response_mask.sum(-1).tolist()
@@ -276,7 +297,18 @@ def run_online(
     policy, tokenizer = load_policy(config)
     # The frozen reference: with LoRA, the policy itself with adapters off; else a copy of the start.
     reference = policy if is_peft_model(policy) else copy.deepcopy(policy).requires_grad_(False).eval()
-    scorer = resolve_judge(config.reward, config.seed, config.trust_remote_code)
+    make_env = resolve_env(config.env, config.seed) if config.env else None
+    if make_env is not None and (
+        opponent is not None or hooks.proposal is not None or config.rollout_backend != "hf"
+    ):
+        raise ConfigError(
+            "field 'env': multi-turn episodes sample the policy with the built-in sampler (not Nash-MD's "
+            "opponents, DPG's frozen proposal or vLLM)"
+        )
+    # With an environment, its rewards are the scores: no reward model or judge is loaded.
+    scorer = (
+        None if make_env is not None else resolve_judge(config.reward, config.seed, config.trust_remote_code)
+    )
     gold = resolve_judge(config.gold, config.seed) if config.gold else None
     # The loop reads prompts in order and cycles: the first max_steps · batch_size are all it can use.
     prompts = load_prompts(
@@ -344,6 +376,7 @@ def run_online(
                 kl_control.value,
                 hooks,
                 backend,
+                make_env,
             )
 
         experience = experience_of(0)
@@ -407,6 +440,7 @@ def run_online(
                 **row_extra,
                 **refill_metrics,
                 **{k: float(v.mean()) for k, v in experience.extras.items() if k.startswith("reward/")},
+                **({"episode/turns": float(experience.extras["turns"].mean())} if make_env else {}),
             }
         )
         if guard.skipped:
