@@ -239,3 +239,25 @@ class CalculatorEnv:
             return calculate(call.group(1)), 0.0, False
         self.done = True
         return None, self.task.gold_reward(self.prompt, action_text), True
+
+
+def tool_use_transcripts(split: str = "train", n: int | None = None, seed: int = 0) -> list[dict]:
+    """Demonstrations of the calculator on the arithmetic task, as SFT records ``{"messages": …}``: the
+    question as ``CalculatorEnv.reset`` shows it, a call ``<calc>a + b</calc>``, the tool's answer and the
+    final ``a + b = N``. Supervised fine-tuning on them teaches the call syntax before RL."""
+    task = ArithmeticTask(seed=seed)
+    records = []
+    for prompt in task.prompts(split, n=n):
+        numbers = [int(x) for x in re.findall(r"-?\d+", prompt)[:2]]
+        expression = f"{numbers[0]} + {numbers[1]}"
+        records.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"{prompt}\n{INSTRUCTIONS}"},
+                    {"role": "assistant", "content": f"<calc>{expression}</calc>"},
+                    {"role": "tool", "content": calculate(expression)},
+                    {"role": "assistant", "content": f"{expression} = {sum(numbers)}"},
+                ]
+            }
+        )
+    return records
