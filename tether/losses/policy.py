@@ -202,6 +202,11 @@ def entropy_bonus(
     c₂S), as a loss term: −H(π_θ(· | s_t)) aggregated. Adding c₂ times it to the loss raises entropy,
     keeping the policy exploring (Williams & Peng 1991; Mnih et al. 2016).
 
+    It is the per-state bonus: the sampled states s_t are data, so its expected gradient is
+    E_{s ~ d_π}[∇H(π_θ(· | s))] with the state distribution held fixed, not the gradient of the whole
+    response's entropy H(π_θ(y | x)) (which would add how earlier tokens change later states;
+    tests/algorithms/test_expected_gradients.py checks the per-state form).
+
     entropies: (N, A) per-token entropies, e.g. ``tether.ops.entropy_from_logits``; response_mask (N, A).
     Metric: ``policy/entropy`` (mean over real tokens).
     """
