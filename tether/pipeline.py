@@ -1,9 +1,8 @@
-"""The chained pipeline: pre-train → SFT → collect → reward model → evaluate → report, each stage an
-ordinary folder.
+"""The chained pipeline: pre-train → SFT → collect → reward model → DPO, PPO, GRPO and PPO without the KL
+tether → evaluate → report, each stage an ordinary folder.
 
 A stage whose folder already holds its finished output (``tether_config.yaml`` is written last) is skipped
-on re-run; ``from_stage`` re-runs that stage and every later one. Later issues add the policy optimisers
-between the reward model and evaluation.
+on re-run; ``from_stage`` re-runs that stage and every later one.
 """
 
 from __future__ import annotations

@@ -403,7 +403,8 @@ def run_online(
                     kl = kl_estimate(minibatch.old_logprobs, minibatch.ref_logprobs, config.kl_estimator)
                     experience.extras["kl"] = (kl * minibatch.response_mask).sum(-1)
                 loss, metrics = loss_fn(out, minibatch, config, kl_control.value)
-                # Every algorithm logs the same keys (DESIGN.md): fill those a loss does not report itself.
+                # Every algorithm logs the same keys (docs/architecture.md): fill those a loss does not
+                # report itself.
                 metrics.setdefault(
                     "policy/entropy", masked_mean(out["entropy"].detach(), minibatch.response_mask)
                 )

@@ -3,8 +3,8 @@ built-in ones, by name.
 
 ``resolve_env(spec)`` takes a built-in name (``calculator``) or ``module:Class`` (any class with
 ``reset(prompt) -> str`` and ``step(action_text) -> (observation, reward, done)``, built with no
-arguments) and returns a factory that makes one fresh environment per episode. Not yet wired into the
-online loop.
+arguments) and returns a factory that makes one fresh environment per episode; the online loop uses it
+for ``env=…`` (``rollout/multiturn.py: sample_episodes``).
 """
 
 from __future__ import annotations

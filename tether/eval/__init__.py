@@ -1,2 +1,3 @@
-"""Metrics across runs: response log-likelihood, task success of generated answers, and (later) gold
-reward, win rate and KL to the reference."""
+"""Metrics across runs: response log-likelihood and task success of generated answers (``instruct``), gold
+and proxy reward and KL to the reference (``policy``), win rate (``metrics``), reward-model and judge
+agreement (``reward``, ``judge``), and multi-turn episodes (``episodes``)."""

@@ -1,4 +1,4 @@
-"""Reports: Markdown (and, later, HTML with plots) summarising a pipeline run."""
+"""Reports summarising a pipeline run: Markdown (``report.md``) and HTML with plots (``report.html``)."""
 
 from tether.report.html import write_html_report
 from tether.report.markdown import write_instruct_report

@@ -1,4 +1,5 @@
-"""Generation from the policy (HF ``generate`` with KV cache) and, later, the Experience batch and scorers."""
+"""Sampling from the policy (``generate``, the lean sampler, vLLM, multi-turn episodes), the ``Experience``
+batch of the online loop, and the shaped reward with its adaptive β (``rewards``)."""
 
 from tether.rollout.generate import GenerationResult, generate
 
