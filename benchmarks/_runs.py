@@ -14,32 +14,57 @@ import json
 import statistics
 import subprocess
 import sys
+import time
+
+
+def run_setup(script: str, argv: list[str]) -> dict:
+    """Run ``script --setup *argv`` in its own process and return the JSON of its last line.
+
+    The heavy preparation (building the model, writing the data, counting tokens) stays out of the
+    measuring process: on Linux a child's ``ru_maxrss`` starts from its parent's resident size at the
+    fork (the high-water mark survives the exec), so a measuring process that loaded torch and a
+    tokenizer would put a floor under every contender's peak RSS."""
+    done = subprocess.run(
+        [sys.executable, script, "--setup", *argv], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        sys.exit(f"setup failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def measure(script: str, contenders: list[str], argv: list[str], repeat: int) -> dict[str, dict]:
-    """{contender: {seconds, peak_rss_mb, baseline_rss_mb (medians), runs: [seconds, …]}}.
+    """{contender: {seconds, peak_rss_mb, baseline_rss_mb, process_seconds (medians), runs: [seconds, …],
+    process_runs: [process_seconds, …]}}.
 
-    ``script --run NAME *argv`` must print one JSON line with seconds, peak_rss_mb, baseline_rss_mb."""
+    ``script --run NAME *argv`` must print one JSON line with seconds, peak_rss_mb, baseline_rss_mb;
+    ``process_seconds`` is the wall time of the whole process (interpreter start, imports and exit
+    included), as the parent sees it."""
     runs: dict[str, list[dict]] = {name: [] for name in contenders}
     for round_index in range(repeat):
         for name in contenders if round_index % 2 == 0 else contenders[::-1]:
+            started = time.perf_counter()
             done = subprocess.run(
                 [sys.executable, script, "--run", name, *argv], capture_output=True, text=True, check=False
             )
+            process_seconds = time.perf_counter() - started
             if done.returncode != 0:
                 sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
-            runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            runs[name].append(
+                {**json.loads(done.stdout.strip().splitlines()[-1]), "process_seconds": process_seconds}
+            )
             print(f"round {round_index + 1}/{repeat}", name, runs[name][-1], flush=True)
     return {
         name: {
             **{key: statistics.median(r[key] for r in rows) for key in rows[0]},
             "runs": [round(r["seconds"], 2) for r in rows],
+            "process_runs": [round(r["process_seconds"], 2) for r in rows],
         }
         for name, rows in runs.items()
     }
 
 
-def paired_speedup(results: dict[str, dict], ours: str, theirs: str) -> str:
-    """How many times faster ``ours`` ran than ``theirs`` round by round: "median× (min–max over N rounds)"."""
-    ratios = sorted(t / o for o, t in zip(results[ours]["runs"], results[theirs]["runs"]))
+def paired_speedup(results: dict[str, dict], ours: str, theirs: str, key: str = "runs") -> str:
+    """How many times faster ``ours`` ran than ``theirs`` round by round: "median× (min–max over N rounds)";
+    ``key`` "process_runs" compares whole processes."""
+    ratios = sorted(t / o for o, t in zip(results[ours][key], results[theirs][key]))
     return f"{statistics.median(ratios):.2f}× ({ratios[0]:.2f}–{ratios[-1]:.2f} over {len(ratios)} rounds)"

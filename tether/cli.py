@@ -42,6 +42,7 @@ from tether.config import (
     describe,
     load_config,
 )
+from tether.engine.allocator import configure_allocator
 
 
 def _evaluate(config: EvalConfig, args: argparse.Namespace) -> Any:
@@ -311,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``tether`` command."""
+    """Entry point of the ``tether`` command (and of ``python -m tether``)."""
+    configure_allocator()  # glibc: keep freed tensors in the heap (see engine/allocator.py)
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     if not argv:

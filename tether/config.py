@@ -176,6 +176,17 @@ class RewardModelConfig(ModelConfig, TrainConfig):
     eval_data: str = option("", "Held-out preference data; '' = hold out eval_fraction of the records.")
     eval_fraction: float = option(0.1, "Fraction of records held out when eval_data is ''.", minimum=0.0)
     max_length: int = option(256, "Truncate (prompt, response) to this many tokens.", minimum=8)
+    pack_length: int = option(
+        128,
+        "Tokens per packed row (never less than the longest sequence): chosen and rejected in one "
+        "padding-free forward that computes their shared prompt once; 0 = pad each sequence.",
+        minimum=0,
+    )
+    group_by_prompt: bool = option(
+        False,
+        "Batch a prompt's pairs together (InstructGPT's batching of a ranking's pairs): each prompt and "
+        "each response is then computed once per batch.",
+    )
     center_coef: float = option(0.0, "Reward-centering weight: + c·(r_w + r_l)² per pair.", minimum=0.0)
     pairwise: bool = option(
         False,

@@ -55,9 +55,12 @@ class Trainer:
         eval_data: Sequence[Any] | None = None,
         accelerator: Accelerator | None = None,
         groups: Sequence[int] | None = None,
+        evaluate_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     ) -> None:
         """``groups``: a group id per training example; when given, each epoch shuffles the groups and
-        keeps a group's examples adjacent, so they mostly share a micro-batch (see ``step_indices``)."""
+        keeps a group's examples adjacent, so they mostly share a micro-batch (see ``step_indices``).
+        ``evaluate_fn``: replaces the generic evaluation (``loss_fn`` over ``eval_data``): called with the
+        unwrapped module, without gradients, on every process; returns the ``eval/…`` metrics to log."""
         self.config = config
         if groups is not None and len(groups) != len(train_data):
             raise ValueError(f"{len(groups)} group ids for {len(train_data)} training examples")
@@ -71,6 +74,7 @@ class Trainer:
         set_seed(config.seed)
         self.train_data, self.eval_data = train_data, eval_data
         self.collate, self.loss_fn, self.count_fn = collate, loss_fn, count_fn
+        self.evaluate_fn = evaluate_fn
 
         world = self.accelerator.num_processes
         self.micro_batch = config.batch_size * world  # examples per micro-step over all processes
@@ -213,6 +217,11 @@ class Trainer:
             return {}
         accelerator, size = self.accelerator, self.config.eval_batch_size
         self.module.eval()
+        if self.evaluate_fn is not None:
+            with accelerator.autocast():
+                result = self.evaluate_fn(self.unwrapped())
+            self.module.train()
+            return result
         mine = list(range(accelerator.process_index, len(self.eval_data), accelerator.num_processes))
         loss_total, items, batches = 0.0, 0.0, 0
         metric_sums: dict[str, float] = {}

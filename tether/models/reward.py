@@ -5,6 +5,10 @@ rendered (prompt, response). The model is a Hugging Face ``…ForSequenceClassif
 plain ``AutoModelForSequenceClassification.from_pretrained`` loads a saved reward model; but tether reads
 the last real token from the attention mask, not from the pad id — which also works when the pad token is
 the end-of-turn token (SmolLM2) and under left or right padding alike.
+
+Only the backbone runs (no vocabulary logits anywhere), and the head reads one hidden state per sequence.
+Training passes packed or shared-prefix layouts (``data/packing.py``) with ``last``: where each sequence's
+last token sits in the flattened layout, so many sequences share rows and a prompt is computed once.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 from torch import nn
 
 from tether import TetherError
+from tether.models.forward import attention_mask_for
 from tether.models.load import load_causal_lm, resolve_model
 
 
@@ -35,19 +40,38 @@ def head_of(model: Any) -> nn.Module:
 
 
 class ScalarReward(nn.Module):
-    """Forward: (input_ids, attention_mask) (B, T) → rewards (B,). The module handed to Accelerate."""
+    """Forward: token rows (R, L) → one reward per sequence. The module handed to Accelerate."""
 
     def __init__(self, model: Any) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        output = backbone_of(self.model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        hidden = output.last_hidden_state  # (B, T, D)
-        last = hidden[
-            torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)
-        ]  # (B, D)
-        return head_of(self.model)(last).squeeze(-1).float()  # (B,)
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None = None,
+        last: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Rewards (N,), fp32.
+
+        Padded rows (B, T) with their 2-D ``attention_mask``: one sequence per row, N = B. A layout of
+        many sequences per row passes ``position_ids`` (R, L), its mask (a (R, 1, L, L) boolean one for a
+        shared-prefix layout, None for position-id packing) and ``last`` (N,): the flat position
+        (row · L + column) of each sequence's last token.
+        """
+        output = backbone_of(self.model)(
+            input_ids=input_ids,
+            attention_mask=attention_mask_for(self.model, attention_mask),
+            position_ids=position_ids,
+            use_cache=False,
+        )
+        hidden = output.last_hidden_state  # (R, L, D)
+        if last is None:
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            last = rows * hidden.shape[1] + last_token_index(attention_mask)
+        picked = hidden.reshape(-1, hidden.shape[-1])[last]  # (N, D)
+        return head_of(self.model)(picked).squeeze(-1).float()  # (N,)
 
 
 def reward_model_from_lm(spec: str, trust_remote_code: bool = False, seed: int = 0) -> Any:
