@@ -27,3 +27,16 @@ def test_bigram_model_hand_worked():
     expected = math.exp(-(math.log(1 / 2) + math.log(2 / 7) + math.log(2 / 5)) / 3)
     assert math.isclose(lm.perplexity(["a b"]), expected)
     assert lm.perplexity(["z"]) > lm.perplexity(["a b"])  # an unknown word is costly
+
+
+def test_ngram_samples_by_its_counts_and_reports_its_size():
+    import random
+
+    lm = NGramLM(["a b c", "a b c"], n=3, k=1e-12)  # smoothing too small to matter
+    # Events: (<s> <s>)→a, (<s> a)→b, (a b)→c, (b c)→</s>, each twice: 4 trigrams and 4 contexts stored.
+    assert lm.size == 8
+    assert lm.sample("a", random.Random(0)) == "b c"  # stops at the end-of-text symbol
+    assert lm.sample("", random.Random(0)) == "a b c"
+    loose = NGramLM(["a b c"], n=3, k=1.0)
+    words = loose.sample("a", random.Random(1), max_words=5).split()
+    assert len(words) <= 5 and set(words) <= {"a", "b", "c", "<unk>"}

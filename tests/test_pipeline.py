@@ -1,5 +1,6 @@
 """End to end on the embedded default (evaluation shortened): SFT answers held-out prompts better than pre-training,
-collected rankings are well formed, and the reward model agrees with the gold judge on held-out pairs."""
+collected rankings are well formed, the reward model agrees with the gold judge on held-out pairs, and the report's
+ladder of language models (n-gram → RNN → Transformer) is measured on the same held-out text."""
 
 import json
 
@@ -26,6 +27,7 @@ def test_pipeline_sft_beats_pretrained_and_skips_done_stages(tmp_path):
             "ppo.progress=false",
             "grpo.progress=false",
             "ppo_no_kl.progress=false",
+            "pretrain_rnn.progress=false",
             "n_policy_prompts=100",
         ],
     )
@@ -60,12 +62,22 @@ def test_pipeline_sft_beats_pretrained_and_skips_done_stages(tmp_path):
     assert policies["ppo_no_kl"]["kl"] > 2 * policies["ppo"]["kl"]
     assert policies["ppo_no_kl"]["gold"] < policies["ppo"]["gold"]
     assert policies["sft"]["win_rate"] == 0.5 and policies["dpo"]["win_rate"] > 0.7  # vs SFT under gold
-    # The SFT model beats the n-gram yardstick on held-out responses; the pre-trained one has not seen chat.
-    results = summary["results"]
-    assert results["sft"]["response_ppl_per_word"] < results["ngram"]["response_ppl_per_word"]
+    # The ladder on the same held-out documents: each rung beats the one below it; the RNN trained for seconds.
+    ladder = summary["ladder"]["models"]
+    assert list(ladder) == ["ngram", "rnn", "pretrained", "sft"]
+    ppl = {name: rung["ppl_per_word"] for name, rung in ladder.items()}
+    assert ppl["pretrained"] < ppl["rnn"] < ppl["ngram"] < 10, ppl
+    assert ladder["rnn"]["parameters"] > 2_000_000 > ladder["pretrained"]["parameters"]
+    assert ladder["rnn"]["train_seconds"] < ladder["pretrained"]["train_seconds"]
+    assert all(len(rung["samples"]) == 3 for rung in ladder.values())
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "pretrain_rnn").config.model_type == "tether_rnn"
+    report = (tmp_path / "report.md").read_text()
+    assert f"| {ladder['rnn']['label']} | {ppl['rnn']:.2f} |" in report
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "Reward hacking" in page
+    assert "n-gram → RNN → Transformer" in page
 
     again = run_pipeline(config)  # every stage is done: only evaluation runs
     assert set(again["seconds"]) == {"evaluate"}
     assert again["results"]["sft"]["response_nll"] == pytest.approx(sft["response_nll"])
+    assert again["ladder"]["models"]["rnn"]["train_seconds"] == ladder["rnn"]["train_seconds"]  # kept on disk

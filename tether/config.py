@@ -108,19 +108,37 @@ class PretrainConfig(TrainConfig):
     model: str = option(
         "tiny", "'tiny' builds a new model from the fields below; or a HF folder to continue."
     )
+    architecture: Literal["transformer", "rnn"] = option(
+        "transformer",
+        "The new model of model=tiny: a tiny Llama (hidden_size, num_layers, num_heads, intermediate_size) "
+        "or a recurrent LM (rnn_cell, rnn_hidden_size, rnn_layers); each refuses the other's size fields. "
+        "'rnn' with a model folder requires that folder to hold a tether RNN.",
+    )
     data: str = option(
         "gym:reviews", "Training text: 'gym:TASK' or a .jsonl/.json/.parquet file or datasets folder."
     )
     text_field: str = option("text", "Field holding the text in each record.")
     seq_len: int = option(128, "Tokens per packed training block.", minimum=8)
     eval_fraction: float = option(0.02, "Fraction of packed blocks held out for evaluation.", minimum=0.0)
-    vocab_size: int = option(
-        512, "Tokenizer vocabulary (tiny model only; trained on the corpus).", minimum=260
+    tokenizer: str = option(
+        "",
+        "model=tiny: '' trains a BPE tokenizer of vocab_size on the corpus; or a model folder whose tokenizer "
+        "to use (e.g. an RNN with the same tokenizer as a pre-trained Transformer). A model folder brings its own.",
     )
-    hidden_size: int = option(128, "Tiny model width.", minimum=8)
-    num_layers: int = option(4, "Tiny model depth.", minimum=1)
-    num_heads: int = option(4, "Tiny model attention heads.", minimum=1)
-    intermediate_size: int = option(384, "Tiny model MLP width.", minimum=8)
+    vocab_size: int = option(
+        512, "Tokenizer vocabulary (tiny model with tokenizer=''; trained on the corpus).", minimum=260
+    )
+    hidden_size: int = option(128, "Tiny Transformer width.", minimum=8)
+    num_layers: int = option(4, "Tiny Transformer depth.", minimum=1)
+    num_heads: int = option(4, "Tiny Transformer attention heads.", minimum=1)
+    intermediate_size: int = option(384, "Tiny Transformer MLP width.", minimum=8)
+    rnn_cell: Literal["lstm", "gru"] = option("lstm", "Recurrent cell of architecture=rnn.")
+    rnn_hidden_size: int = option(
+        512,
+        "RNN width: embedding and state size (architecture=rnn; tied input/output embeddings).",
+        minimum=8,
+    )
+    rnn_layers: int = option(1, "Stacked recurrent layers (architecture=rnn).", minimum=1)
     trust_remote_code: bool = option(False, "Allow model code from the model folder.")
     learning_rate: float = option(3e-3, "Peak learning rate of AdamW.", minimum=0.0)
     batch_size: int = option(16, "Packed blocks per process per micro-batch.", minimum=1)
@@ -650,7 +668,7 @@ class CompareConfig:
 
 @dataclass
 class PipelineConfig:
-    """Pre-train → SFT → collect → reward model → DPO, PPO and GRPO → evaluate on a gym task."""
+    """Pre-train → SFT → collect → reward model → DPO, PPO and GRPO (and an RNN LM) → evaluate on a gym task."""
 
     output_dir: str = option("runs/pipeline", "Folder holding one sub-folder per stage and the report.")
     task: str = option("reviews", "The gym task.")
@@ -663,6 +681,11 @@ class PipelineConfig:
     ppo: dict = option({}, "Overrides for the PPO stage, e.g. ppo.kl_coef=0.2.")
     grpo: dict = option({}, "Overrides for the GRPO stage, e.g. grpo.group_size=8.")
     ppo_no_kl: dict = option({}, "Overrides for the β = 0 PPO run that shows reward hacking in the report.")
+    pretrain_rnn: dict = option(
+        {},
+        "Overrides for the RNN language model of the report's ladder (pre-trained on the same corpus with "
+        "pretrain's tokenizer; 100 steps by default), e.g. pretrain_rnn.max_steps=300 or pretrain_rnn.rnn_cell=gru.",
+    )
     n_policy_prompts: int = option(
         200, "Held-out prompts on which each policy's gold reward and KL are measured."
     )

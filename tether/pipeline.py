@@ -1,8 +1,11 @@
 """The chained pipeline: pre-train → SFT → collect → reward model → DPO, PPO, GRPO and PPO without the KL
-tether → evaluate → report, each stage an ordinary folder.
+tether → evaluate → report, each stage an ordinary folder; beside them, an RNN language model pre-trained
+briefly on the same corpus with the same tokenizer, for the report's ladder of language models
+(n-gram → RNN → Transformer).
 
 A stage whose folder already holds its finished output (``tether_config.yaml`` is written last) is skipped
-on re-run; ``from_stage`` re-runs that stage and every later one.
+on re-run; ``from_stage`` re-runs that stage and every later one. Each stage's time is kept in
+``stage_seconds.json``, so the ladder's training times survive re-runs that skip the stage.
 """
 
 from __future__ import annotations
@@ -28,11 +31,26 @@ from tether.config import (
     build_config,
 )
 
-STAGES = ("pretrain", "sft", "collect", "reward_model", "dpo", "ppo", "grpo", "ppo_no_kl", "evaluate")
+# The RNN comes last of the training stages: it needs only pre-training's tokenizer, and `--from pretrain_rnn`
+# then re-runs nothing else.
+STAGES = (
+    "pretrain",
+    "sft",
+    "collect",
+    "reward_model",
+    "dpo",
+    "ppo",
+    "grpo",
+    "ppo_no_kl",
+    "pretrain_rnn",
+    "evaluate",
+)
 
 # The embedded default: sized so the whole pipeline runs in a few minutes on a 2-core CPU.
 DEFAULT_PRETRAIN = {"num_epochs": 1.0}
 DEFAULT_SFT = {"num_epochs": 1.0}
+# A 2.4M-parameter LSTM for ~100 steps (a few seconds; a third of an epoch): enough to see where it stands.
+DEFAULT_PRETRAIN_RNN = {"max_steps": 100}
 
 
 def _stage_config(cls: type, defaults: dict, overrides: dict, section: str, **fixed: Any) -> Any:
@@ -41,6 +59,33 @@ def _stage_config(cls: type, defaults: dict, overrides: dict, section: str, **fi
 
 def is_done(folder: Path) -> bool:
     return (folder / "tether_config.yaml").exists()
+
+
+def read_stage_seconds(root: Path) -> dict[str, float]:
+    """The recorded time of every stage that has run in ``root`` ({} before the first)."""
+    path = root / "stage_seconds.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def record_stage_seconds(root: Path, name: str, seconds: float) -> None:
+    path = root / "stage_seconds.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**read_stage_seconds(root), name: seconds}, indent=2), encoding="utf-8")
+
+
+def _total(seconds: dict[str, float], *stages: str) -> float | None:
+    """The summed time of ``stages`` (None when one of them has no recorded time)."""
+    return sum(seconds[s] for s in stages) if all(s in seconds for s in stages) else None
+
+
+def _lm_label(name: str, config: Any) -> str:
+    """How the report names a neural rung of the ladder."""
+    if name == "rnn":
+        return f"RNN ({config.cell.upper()}, {config.num_hidden_layers} × {config.hidden_size})"
+    shape = f"{config.num_hidden_layers} layers × {config.hidden_size}"
+    return (
+        f"Transformer ({shape}), pre-trained" if name == "pretrained" else f"Transformer ({shape}) after SFT"
+    )
 
 
 def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[str, Any]:
@@ -54,6 +99,7 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
     from tether.algorithms.reward_model import run_reward_model
     from tether.algorithms.sft import run_sft
     from tether.eval.instruct import evaluate_instruct
+    from tether.eval.ladder import continuation_prompts, neural_rung, ngram_rung
     from tether.eval.metrics import NGramLM, win_rate
     from tether.eval.policy import evaluate_policy
     from tether.gym import get_task
@@ -133,6 +179,18 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
         output_dir=str(root / "ppo_no_kl"),
         **rl_fixed,
     )
+    # The ladder's middle rung: same corpus, same tokenizer (pre-training's), same loss and optimiser.
+    pretrain_rnn = _stage_config(
+        PretrainConfig,
+        DEFAULT_PRETRAIN_RNN,
+        config.pretrain_rnn,
+        "pretrain_rnn",
+        output_dir=str(root / "pretrain_rnn"),
+        data=data,
+        seed=config.seed,
+        architecture="rnn",
+        tokenizer=pretrain.output_dir,
+    )
     evaluation = _stage_config(
         EvalConfig, {}, config.evaluate, "evaluate", task=config.task, seed=config.seed
     )
@@ -147,6 +205,7 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
         ("ppo", ppo, run_ppo),
         ("grpo", grpo, run_policy_gradient),
         ("ppo_no_kl", ppo_no_kl, run_ppo),
+        ("pretrain_rnn", pretrain_rnn, run_pretrain),
     )
     for name, stage_config, runner in stages:
         folder = Path(stage_config.output_dir)
@@ -157,6 +216,7 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
         started = time.perf_counter()
         runner(stage_config)
         timings[name] = time.perf_counter() - started
+        record_stage_seconds(root, name, timings[name])
 
     tqdm.write("pipeline: evaluate")
     started = time.perf_counter()
@@ -192,10 +252,26 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
         )
     for metrics in policies.values():  # win rate against the reference's samples, under the gold judge
         metrics["win_rate"] = win_rate(metrics["gold_scores"], policies["sft"]["gold_scores"])
-    # The lectures' first language model as a yardstick: a word trigram model fitted on the corpus.
+    # The ladder of language models on the same held-out documents: the lectures' first language model (a
+    # word trigram fitted on the corpus), the RNN, and the Transformer before and after SFT.
+    heldout = task.pretrain_texts("eval", n=evaluation.n_examples)
+    openings = continuation_prompts(heldout)
+    fitting = time.perf_counter()
     ngram = NGramLM(task.pretrain_texts(), n=3)
-    responses = [e["messages"][-1]["content"] for e in task.sft_examples("eval")[: evaluation.n_examples]]
-    results["ngram"] = {"response_ppl_per_word": ngram.perplexity(responses)}
+    rungs = {"ngram": ngram_rung(ngram, heldout, openings, time.perf_counter() - fitting, config.seed)}
+    rungs["ngram"]["label"] = "word trigram (add-0.1)"
+    trained = read_stage_seconds(root)
+    for name, folder, seconds in (
+        ("rnn", pretrain_rnn.output_dir, trained.get("pretrain_rnn")),
+        ("pretrained", pretrain.output_dir, trained.get("pretrain")),
+        ("sft", sft.output_dir, _total(trained, "pretrain", "sft")),
+    ):
+        model = reference if folder == sft.output_dir else load_causal_lm(folder)
+        rungs[name] = neural_rung(
+            model, load_tokenizer(folder), heldout, openings, seconds, evaluation.batch_size, config.seed
+        )
+        rungs[name]["label"] = _lm_label(name, model.config)
+    ladder = {"heldout_documents": len(heldout), "models": rungs}
     timings["evaluate"] = time.perf_counter() - started
     reward_eval = json.loads((Path(reward_model.output_dir) / "eval.json").read_text(encoding="utf-8"))
     summary = {
@@ -203,6 +279,7 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
         "results": results,
         "reward_model": reward_eval,
         "policies": policies,
+        "ladder": ladder,
         "seconds": timings,
     }
     (root / "evaluation.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

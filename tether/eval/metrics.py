@@ -4,6 +4,7 @@ model — the lectures' first language model — as a perplexity yardstick."""
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 from collections.abc import Sequence
 
@@ -54,3 +55,25 @@ class NGramLM:
         """exp of the mean negative log-likelihood per word (end-of-text included)."""
         events = [event for text in texts for event in self._events(text)]
         return math.exp(-sum(self.logprob(c, w) for c, w in events) / len(events))
+
+    @property
+    def size(self) -> int:
+        """How many numbers the model stores: one count per distinct n-gram and per distinct context."""
+        return len(self.counts) + len(self.context_counts)
+
+    def sample(self, prompt: str, rng: random.Random, max_words: int = 40) -> str:
+        """Continue ``prompt`` by repeated sampling: draw w ~ P(· | last n−1 words), append it, repeat until
+        the end-of-text symbol or ``max_words``. Returns the continuation's words (not the prompt's)."""
+        words = [w if w in self.vocab else self.UNKNOWN for w in prompt.split()]
+        history = [self.START] * (self.n - 1) + words
+        choices = sorted(self.vocab)
+        drawn: list[str] = []
+        for _ in range(max_words):
+            context = tuple(history[len(history) - self.n + 1 :]) if self.n > 1 else ()
+            weights = [self.counts[(*context, w)] + self.k for w in choices]
+            word = rng.choices(choices, weights=weights)[0]
+            if word == self.END:
+                break
+            drawn.append(word)
+            history.append(word)
+        return " ".join(drawn)

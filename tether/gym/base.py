@@ -35,9 +35,11 @@ class Task(ABC):
     def document(self, rng: random.Random) -> str:
         """One plain-text pre-training document."""
 
-    def pretrain_texts(self) -> list[str]:
-        rng = self.rng("train", stream=1)
-        return [self.document(rng) for _ in range(self.n_pretrain)]
+    def pretrain_texts(self, split: str = "train", n: int | None = None) -> list[str]:
+        """Plain-text documents: the pre-training corpus (``train``, ``n_pretrain`` of them), or held-out
+        documents of the same kind from another split (``eval``, ``test``) for language-model perplexity."""
+        rng = self.rng(split, stream=1)
+        return [self.document(rng) for _ in range(n or self.n_pretrain)]
 
     def sft_examples(self, split: str = "train") -> list[dict]:
         """Conversations ``{"messages": [user, assistant]}`` for instruction tuning."""

@@ -32,8 +32,11 @@ SHARED_PREFIX_ATTENTION = ("sdpa", "eager")
 
 def shares_prefixes(model: Any) -> bool:
     """Whether the model takes the 4-D attention masks of ``data.packing.share_prefixes`` (SDPA and eager
-    attention do; FlashAttention-2 does not, and gets position-id packing instead)."""
-    return getattr(_base_model(model).config, "_attn_implementation", "sdpa") in SHARED_PREFIX_ATTENTION
+    attention do; FlashAttention-2 does not, nor does a recurrent LM, and they get position-id packing)."""
+    base = _base_model(model)
+    if getattr(base, "is_recurrent", False):
+        return False
+    return getattr(base.config, "_attn_implementation", "sdpa") in SHARED_PREFIX_ATTENTION
 
 
 def attention_mask_for(model: Any, mask: torch.Tensor | None) -> torch.Tensor | None:

@@ -86,7 +86,14 @@ def reward_model_from_lm(spec: str, trust_remote_code: bool = False, seed: int =
         config.pad_token_id = config.eos_token_id if isinstance(config.eos_token_id, int) else 0
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
+        try:
+            model = AutoModelForSequenceClassification.from_config(
+                config, trust_remote_code=trust_remote_code
+            )
+        except ValueError:  # e.g. tether's RNN: a causal LM only
+            raise TetherError(
+                f"model '{spec}': no scalar-head (sequence-classification) version of a '{config.model_type}' model"
+            ) from None
         nn.init.normal_(model.score.weight, std=1.0 / (config.hidden_size + 1) ** 0.5)
     missing = getattr(model, model.base_model_prefix).load_state_dict(
         getattr(lm, lm.base_model_prefix).state_dict()

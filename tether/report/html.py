@@ -3,7 +3,7 @@
 - training curves of every stage (loss, or proxy reward / gold reward / KL for online stages);
 - the reward–KL frontier: gold and proxy reward of each policy against its KL to the reference;
 - reward hacking: proxy and gold reward over training for a β = 0 run next to a β > 0 run;
-- the methods table and sample completions.
+- the methods table, the ladder of language models (n-gram → RNN → Transformer) and sample completions.
 """
 
 from __future__ import annotations
@@ -114,6 +114,38 @@ def plot_hacking(runs: dict[str, Path], out: Path) -> str:
     return uri
 
 
+def ladder_html(ladder: dict[str, Any] | None) -> list[str]:
+    """The ladder of language models: perplexity, size and training time, then sampled continuations."""
+    if not ladder:
+        return []
+    models = ladder["models"]
+    rows = "".join(
+        f"<tr><td>{html.escape(m.get('label', name))}</td><td>{m['ppl_per_word']:.2f}</td>"
+        f"<td>{m['parameters']:,}{' counts' if name == 'ngram' else ''}</td>"
+        f"<td>{'—' if m.get('train_seconds') is None else format(m['train_seconds'], '.1f')}</td></tr>"
+        for name, m in models.items()
+    )
+    openings = [s["prompt"] for s in next(iter(models.values()))["samples"]]
+    samples = "".join(
+        f"<li><b>{html.escape(opening)}</b> …<ul>"
+        + "".join(
+            f"<li>{html.escape(m.get('label', name))}: "
+            f"{html.escape(m['samples'][i]['completion'] if i < len(m['samples']) else '') or '(empty)'}</li>"
+            for name, m in models.items()
+        )
+        + "</ul></li>"
+        for i, opening in enumerate(openings)
+    )
+    return [
+        "<h2>Language models: n-gram → RNN → Transformer</h2>"
+        f"<p>Perplexity per word on the same {ladder['heldout_documents']} held-out documents of the corpus "
+        "(each document's end counts as a word; a neural LM pays for every token of it). Training time: of "
+        "the stage that trained the model (the n-gram model: counting; after SFT: pre-training plus SFT).</p>"
+        "<table><tr><th>model</th><th>perplexity per word ↓</th><th>parameters</th><th>training (s)</th></tr>"
+        f"{rows}</table><p>Sampled continuations of held-out openings (temperature 1):</p><ul>{samples}</ul>"
+    ]
+
+
 def write_html_report(
     summary: dict[str, Any],
     out_dir: str | Path,
@@ -145,6 +177,7 @@ def write_html_report(
             "policy climbs the learned reward while the gold reward lags or falls: it exploits what the reward "
             f'model got wrong.</p><img src="{plot_hacking(hacking_runs, out)}" alt="hacking">'
         )
+    parts += ladder_html(summary.get("ladder"))
     curves = plot_curves(stage_dirs, out)
     if curves:
         parts.append(f'<h2>Training curves</h2><img src="{curves}" alt="curves">')

@@ -6,6 +6,40 @@ from pathlib import Path
 from typing import Any
 
 
+def _count(value: int) -> str:
+    return f"{value / 1e6:.2f} M" if value >= 1e6 else f"{value / 1e3:.1f} k" if value >= 1e3 else str(value)
+
+
+def ladder_lines(ladder: dict[str, Any] | None) -> list[str]:
+    """The ladder of language models (``eval/ladder.py``): a table, then each opening's continuations."""
+    if not ladder:
+        return []
+    models = ladder["models"]
+    lines = [
+        "## Language models: n-gram → RNN → Transformer",
+        "",
+        f"Perplexity per word on the same {ladder['heldout_documents']} held-out documents of the corpus (each "
+        "document's end counts as a word; a neural LM pays for every token of it). Training time: of the "
+        "stage that trained the model (the n-gram model: counting; after SFT: pre-training plus SFT).",
+        "",
+        "| model | perplexity per word ↓ | parameters | training (s) |",
+        "|---|---|---|---|",
+    ]
+    for name, m in models.items():
+        seconds = "—" if m.get("train_seconds") is None else f"{m['train_seconds']:.1f}"
+        parameters = _count(m["parameters"]) + (" counts" if name == "ngram" else "")
+        lines.append(f"| {m.get('label', name)} | {m['ppl_per_word']:.2f} | {parameters} | {seconds} |")
+    lines += ["", "Sampled continuations of held-out openings (temperature 1):", ""]
+    openings = [s["prompt"] for s in next(iter(models.values()))["samples"]]
+    for index, opening in enumerate(openings):
+        lines.append(f"- **{opening}** …")
+        for name, m in models.items():
+            completion = m["samples"][index]["completion"] if index < len(m["samples"]) else ""
+            lines.append(f"  - {m.get('label', name)}: {completion or '(empty)'}")
+    lines.append("")
+    return lines
+
+
 def write_instruct_report(summary: dict[str, Any], out_dir: str | Path) -> Path:
     """``report.md``: the metrics table of each evaluated model, stage times, and sample answers."""
     lines = [
@@ -19,25 +53,13 @@ def write_instruct_report(summary: dict[str, Any], out_dir: str | Path) -> Path:
             lines.append(
                 f"| {name} | {metrics['response_nll']:.3f} | {metrics['follow_rate']:.1%} | {metrics['stop_rate']:.1%} |"
             )
-    ppl = {
-        name: m["response_ppl_per_word"]
-        for name, m in summary["results"].items()
-        if "response_ppl_per_word" in m
-    }
-    if ppl:
-        lines += [
-            "",
-            "Perplexity per word of the held-out responses: "
-            + ", ".join(f"{name} {value:.2f}" for name, value in ppl.items())
-            + " (ngram: a word trigram model fitted on the corpus, add-0.1 smoothing).",
-        ]
-
     lines += [
         "",
         "Response NLL: mean negative log-likelihood per token of held-out reference responses.",
         "Follow rate: greedy answers to held-out prompts that stop on their own and do what was asked.",
         "",
     ]
+    lines += ladder_lines(summary.get("ladder"))
     policies = summary.get("policies")
     if policies:
         lines += [

@@ -1,5 +1,6 @@
 """Batched generation with the KV cache: chat-templated prompts, left padding, stop at EOS / end of turn.
-Llama-family models take the lean path of ``rollout/sampler.py``; others ``generate``."""
+Llama-family models take the lean path of ``rollout/sampler.py``, tether's RNN the step-by-step sampler of
+``rollout/recurrent.py``; others ``generate``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from tether.data.templates import render_prompt
-from tether.rollout import sampler
+from tether.rollout import recurrent, sampler
 
 # What ``generate`` would otherwise take from transformers' defaults or a checkpoint's generation config
 # (top_k=50, a repetition penalty, a minimum length, …): set to no-ops, so samples follow π^(1/T) — top-p
@@ -60,10 +61,12 @@ def sample_responses(
     logits_processors: list[Any] | None = None,
 ) -> torch.Tensor:
     """Response token ids (N, A) after the left-padded prompts ``input_ids`` (N, P), padded only after a
-    stop token: the lean sampler (``rollout/sampler.py``) for the models it covers, else ``generate``
-    with the plain settings above. ``logits_processors`` (``transformers`` API) run on each step's logits."""
-    if sampler.supports(model):
-        return sampler.sample_tokens(
+    stop token: the lean sampler (``rollout/sampler.py``) for the models it covers, the recurrent one
+    (``rollout/recurrent.py``) for tether's RNN, else ``generate`` with the plain settings above.
+    ``logits_processors`` (``transformers`` API) run on each step's logits."""
+    fast = sampler if sampler.supports(model) else recurrent if recurrent.supports(model) else None
+    if fast is not None:
+        return fast.sample_tokens(
             model,
             input_ids,
             attention_mask,
