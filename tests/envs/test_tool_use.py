@@ -51,3 +51,11 @@ def test_episode_metrics_of_a_scripted_policy(make_model, tokenizer, monkeypatch
         make_model(), tokenizer, ["what is 17 + 25?", "what is 3 + 4?"], resolve_env("calculator")
     )
     assert metrics == {"success_rate": 0.5, "reward": 0.5, "tool_call_rate": 0.5, "turns": 1.5}
+
+
+def test_a_built_in_environment_takes_the_rollouts_turn_limit():
+    # With the loop's limit, the calculator scores the last allowed turn instead of leaving it cut off.
+    env = resolve_env("calculator", max_turns=2)()
+    env.reset("what is 1 + 2?")
+    assert env.step("<calc>1+2</calc>") == ("3", 0.0, False)
+    assert env.step("<calc>1+2</calc> = 3")[2] is True

@@ -297,7 +297,7 @@ def run_online(
     policy, tokenizer = load_policy(config)
     # The frozen reference: with LoRA, the policy itself with adapters off; else a copy of the start.
     reference = policy if is_peft_model(policy) else copy.deepcopy(policy).requires_grad_(False).eval()
-    make_env = resolve_env(config.env, config.seed) if config.env else None
+    make_env = resolve_env(config.env, config.seed, config.max_turns) if config.env else None
     if make_env is not None and (
         opponent is not None or hooks.proposal is not None or config.rollout_backend != "hf"
     ):

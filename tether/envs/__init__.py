@@ -23,7 +23,7 @@ from tether.envs.calculator import CalculatorEnv, calculate
 ENVS: dict[str, Callable[..., Any]] = {"calculator": CalculatorEnv}
 
 
-def resolve_env(spec: str, seed: int = 0) -> Callable[[], Environment]:
+def resolve_env(spec: str, seed: int = 0, max_turns: int | None = None) -> Callable[[], Environment]:
     """A factory of environments from ``spec``: a built-in name (built with ``seed``) or ``module:Class``
     (built with no arguments). Errors name the spec: an unknown name, an import failure, a class without
     ``reset``/``step``, or one whose constructor needs arguments."""
@@ -35,7 +35,12 @@ def resolve_env(spec: str, seed: int = 0) -> Callable[[], Environment]:
                 f"unknown environment '{spec}'{hint} (built-in: {', '.join(sorted(ENVS))}; "
                 "or give module:Class)"
             )
-        return partial(ENVS[spec], seed=seed)
+        # A built-in's own turn limit follows the rollout's, so it scores the last turn the loop allows.
+        return (
+            partial(ENVS[spec], seed=seed)
+            if max_turns is None
+            else partial(ENVS[spec], seed=seed, max_turns=max_turns)
+        )
     module_name, _, attribute = spec.partition(":")
     try:
         cls = getattr(importlib.import_module(module_name), attribute)
