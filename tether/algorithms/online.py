@@ -179,7 +179,9 @@ def make_experience(
             experience.prompts, experience.completions, lengths=experience.response_mask.sum(-1).tolist()
         )
         for key, term in components.items():
-            experience.extras[f"reward/{key}"] = torch.tensor(term, dtype=torch.float32)
+            experience.extras[f"reward/{key}"] = torch.tensor(
+                term, dtype=torch.float32, device=experience.response_mask.device
+            )
     else:
         values = scorer.score(experience.prompts, experience.completions)
     # Every scorer's output is checked (a reward model or LLM judge can return NaN too), not only Python's.

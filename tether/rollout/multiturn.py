@@ -125,7 +125,8 @@ def sample_episodes(
         for conversation in messages
     ]
     experience.extras["turns"] = torch.tensor(
-        [float(sum(m["role"] == "assistant" for m in conversation)) for conversation in messages]
+        [float(sum(m["role"] == "assistant" for m in conversation)) for conversation in messages],
+        device=device,
     )
     return experience, torch.tensor(rewards, dtype=torch.float32, device=device)
 
