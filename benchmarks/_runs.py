@@ -15,6 +15,8 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 
 def run_setup(script: str, argv: list[str]) -> dict:
@@ -68,3 +70,55 @@ def paired_speedup(results: dict[str, dict], ours: str, theirs: str, key: str = 
     ``key`` "process_runs" compares whole processes."""
     ratios = sorted(t / o for o, t in zip(results[ours][key], results[theirs][key]))
     return f"{statistics.median(ratios):.2f}× ({ratios[0]:.2f}–{ratios[-1]:.2f} over {len(ratios)} rounds)"
+
+
+def results_table(results: dict[str, dict], tokens: int) -> list[str]:
+    """The Markdown table of whole-process and training-call results, one row per contender (the form of
+    ``sft_vs_trl.md`` and ``rm_vs_trl.md``)."""
+    lines = [
+        "| contender | process s | tokens/s (process) | training call s | tokens/s (call) | peak RSS (MB) "
+        "| RSS growth after imports (MB) | runs, process (s) | runs, call (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r['process_seconds']:.1f} | {tokens / r['process_seconds']:.0f} | {r['seconds']:.1f} "
+            f"| {tokens / r['seconds']:.0f} | {r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] - r['baseline_rss_mb']:.0f} "
+            f"| {', '.join(map(str, r['process_runs']))} | {', '.join(map(str, r['runs']))} |"
+        )
+    return lines
+
+
+def comparison(results: dict[str, dict], mine: str, name: str) -> str:
+    """One line: how ``mine`` compares with ``name`` (speed-ups, whole process and training call, medians and
+    round by round; peak RSS and RSS growth ratios)."""
+    ours, theirs = results[mine], results[name]
+    growth = (ours["peak_rss_mb"] - ours["baseline_rss_mb"]) / max(
+        1.0, theirs["peak_rss_mb"] - theirs["baseline_rss_mb"]
+    )
+    return (
+        f"\n{mine} vs {name}: whole process {theirs['process_seconds'] / ours['process_seconds']:.2f}× "
+        f"(round by round {paired_speedup(results, mine, name, 'process_runs')}), training call "
+        f"{theirs['seconds'] / ours['seconds']:.2f}× (round by round {paired_speedup(results, mine, name)}), "
+        f"{ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}× peak RSS, {growth:.2f}× RSS growth"
+    )
+
+
+def trl_training_args(args: Any, out: Path, checkpointing: bool) -> dict[str, Any]:
+    """The TRL trainer-config fields both TRL contenders share: CPU, fp32, the run's batch, length, steps and
+    learning rate at a constant schedule, no reports or saves, and gradient checkpointing on or off."""
+    return {
+        "output_dir": str(out),
+        "use_cpu": True,
+        "bf16": False,
+        "per_device_train_batch_size": args.batch,
+        "max_length": args.max_length,
+        "max_steps": args.steps,
+        "learning_rate": args.lr,
+        "lr_scheduler_type": "constant",
+        "report_to": [],
+        "save_strategy": "no",
+        "logging_steps": 10,
+        "gradient_checkpointing": checkpointing,
+        "dataloader_num_workers": 0,
+    }

@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import measure, paired_speedup, run_setup  # noqa: E402
+from _runs import comparison, measure, results_table, run_setup, trl_training_args  # noqa: E402
 from _tiny import sft_rows, tiny_llama, tiny_llama_folder, write_jsonl  # noqa: E402
 
 CONTENDERS = ("tether", "trl", "trl-no-checkpointing")
@@ -67,21 +67,7 @@ def run_trl(args: argparse.Namespace, model_dir: Path, data: Path, out: Path, ch
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     dataset = datasets.Dataset.from_json(str(data))
-    config = SFTConfig(
-        output_dir=str(out),
-        use_cpu=True,
-        bf16=False,
-        per_device_train_batch_size=args.batch,
-        max_length=args.max_length,
-        max_steps=args.steps,
-        learning_rate=args.lr,
-        lr_scheduler_type="constant",
-        report_to=[],
-        save_strategy="no",
-        logging_steps=10,
-        gradient_checkpointing=checkpointing,
-        dataloader_num_workers=0,
-    )
+    config = SFTConfig(**trl_training_args(args, out, checkpointing))
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
     trainer.train()
     return time.perf_counter() - started
@@ -151,28 +137,10 @@ def main() -> None:
         f"Median of {args.repeat} runs per contender, interleaved; every run's seconds in the last columns "
         "(whole process; training call).",
         "",
-        "| contender | process s | tokens/s (process) | training call s | tokens/s (call) | peak RSS (MB) "
-        "| RSS growth after imports (MB) | runs, process (s) | runs, call (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *results_table(results, tokens),
     ]
-    for name, r in results.items():
-        lines.append(
-            f"| {name} | {r['process_seconds']:.1f} | {tokens / r['process_seconds']:.0f} | {r['seconds']:.1f} "
-            f"| {tokens / r['seconds']:.0f} | {r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] - r['baseline_rss_mb']:.0f} "
-            f"| {', '.join(map(str, r['process_runs']))} | {', '.join(map(str, r['runs']))} |"
-        )
-    ours = results["tether"]
     for name in ("trl", "trl-no-checkpointing"):
-        theirs = results[name]
-        growth = (ours["peak_rss_mb"] - ours["baseline_rss_mb"]) / max(
-            1.0, theirs["peak_rss_mb"] - theirs["baseline_rss_mb"]
-        )
-        lines.append(
-            f"\ntether vs {name}: whole process {theirs['process_seconds'] / ours['process_seconds']:.2f}× "
-            f"(round by round {paired_speedup(results, 'tether', name, 'process_runs')}), training call "
-            f"{theirs['seconds'] / ours['seconds']:.2f}× (round by round {paired_speedup(results, 'tether', name)}), "
-            f"{ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}× peak RSS, {growth:.2f}× RSS growth"
-        )
+        lines.append(comparison(results, "tether", name))
     report = "\n".join(lines) + "\n"
     (Path(__file__).parent / "sft_vs_trl.md").write_text(report)
     print(report)
