@@ -28,6 +28,15 @@ def _masked_log_ratio(
     return torch.where(response_mask.bool(), logprobs - other, torch.zeros_like(logprobs))
 
 
+def _sequence_ratio(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, response_mask: torch.Tensor
+) -> torch.Tensor:
+    """GSPO's s_i = exp((1/|y_i|) Σ_t (log π_θ − log π_old)) per response, (N,); 1 for an empty response."""
+    lengths = response_mask.to(logprobs.dtype).sum(-1)
+    log_ratio = _masked_log_ratio(logprobs, old_logprobs.detach(), response_mask)
+    return torch.exp(log_ratio.sum(-1) / lengths.clamp(min=1.0))
+
+
 def sequence_advantages(advantages: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
     """One advantage per response (N,): ``advantages`` itself when it is (N,), else its mean over each row's
     real tokens (the outcome advantage that GRPO-style estimators repeat at every token)."""
@@ -72,8 +81,7 @@ def gspo_loss(
     mask = response_mask.to(logprobs.dtype)
     lengths = mask.sum(-1)  # (N,)
     has_tokens = (lengths > 0).to(logprobs.dtype)
-    log_ratio = _masked_log_ratio(logprobs, old_logprobs.detach(), response_mask)
-    seq_ratio = torch.exp(log_ratio.sum(-1) / lengths.clamp(min=1.0))  # s_i, (N,)
+    seq_ratio = _sequence_ratio(logprobs, old_logprobs, response_mask)  # s_i, (N,)
     adv = sequence_advantages(advantages, response_mask).to(logprobs.dtype)
     unclipped = -adv * seq_ratio
     clipped = -adv * torch.clamp(seq_ratio, 1.0 - clip_eps, 1.0 + eps_high)
@@ -110,8 +118,7 @@ def gspo_token_loss(
     eps_high = clip_eps if clip_eps_high is None else clip_eps_high
     mask = response_mask.to(logprobs.dtype)
     lengths = mask.sum(-1)
-    log_ratio = _masked_log_ratio(logprobs, old_logprobs.detach(), response_mask)
-    seq_ratio = torch.exp(log_ratio.sum(-1) / lengths.clamp(min=1.0)).detach()  # sg[s_i]
+    seq_ratio = _sequence_ratio(logprobs, old_logprobs, response_mask).detach()  # sg[s_i]
     token_ratio = seq_ratio[:, None] * torch.exp(logprobs - logprobs.detach())  # value s_i, gradient s_i
     advantages = advantages.detach()
     unclipped = -advantages * token_ratio
