@@ -10,9 +10,7 @@ from tether.gym import get_task
 from tether.models import apply_lora, load_causal_lm, load_tokenizer, save_model
 from tether.models.forward import TokenLogProbs
 from tether.models.lora import is_peft_model
-
-GYM_PREFIX = "gym:"
-VERIFIABLE_PREFIX = "verifiable:"  # tether.rewards.VERIFIABLE_PREFIX
+from tether.rewards import GYM_PREFIX, VERIFIABLE_PREFIX
 
 
 def load_records(spec: str, part: str, seed: int = 0) -> list[Record]:

@@ -40,7 +40,7 @@ from tether.rewards.verifiable import (
 )
 
 VERIFIABLE_PREFIX = "verifiable:"
-GYM_PREFIX = "gym:"  # as in tether.algorithms.common, without importing the model stack
+GYM_PREFIX = "gym:"  # a gym task's spec; tether.algorithms.common uses these two as well
 
 RewardFn = Callable[..., Sequence[float]]
 
