@@ -26,6 +26,7 @@ from tether.config import (
     DistributionMatchingConfig,
     DPOConfig,
     EvalConfig,
+    FrontierConfig,
     IterativeDPOConfig,
     JudgeAgreementConfig,
     KTOConfig,
@@ -207,6 +208,11 @@ def _stage(target: str) -> Callable[[Any, argparse.Namespace], Any]:
 
 COMMANDS: dict[str, tuple[type, Callable[[Any, argparse.Namespace], Any], str]] = {
     "pipeline": (PipelineConfig, _pipeline, "Run the whole pipeline on a gym task (the main job)."),
+    "frontier": (
+        FrontierConfig,
+        _stage("tether.frontier:run_frontier"),
+        "Gold reward against KL for PPO, GRPO, RLOO and DPO at several β over seeds, best-of-n as reference.",
+    ),
     "pretrain": (
         PretrainConfig,
         _stage("tether.algorithms.pretrain:run_pretrain"),

@@ -673,6 +673,13 @@ class PipelineConfig:
     output_dir: str = option("runs/pipeline", "Folder holding one sub-folder per stage and the report.")
     task: str = option("reviews", "The gym task.")
     seed: int = option(0, "Seed for every stage.")
+    seeds: int = option(
+        1,
+        "Run the policy-optimisation stages (DPO, PPO, GRPO, PPO with β = 0) and their evaluation for this many "
+        "seeds (seed, seed+1, …; the first in the usual folders, the others under seedN/); the report gives "
+        "mean ± std and every seed's point. Pre-training, SFT, collection and the reward model run once.",
+        minimum=1,
+    )
     pretrain: dict = option({}, "Overrides for the pretrain stage, e.g. pretrain.max_steps=100.")
     sft: dict = option({}, "Overrides for the sft stage, e.g. sft.learning_rate=5e-4.")
     collect: dict = option({}, "Overrides for the collect stage, e.g. collect.n_prompts=256.")
@@ -690,6 +697,48 @@ class PipelineConfig:
         200, "Held-out prompts on which each policy's gold reward and KL are measured."
     )
     evaluate: dict = option({}, "Overrides for evaluation, e.g. evaluate.n_prompts=32.")
+
+
+@dataclass
+class FrontierConfig:
+    """Gold reward against KL for several methods at several KL budgets (a β sweep) over seeds, with
+    best-of-n's analytic-KL curve as the reference; methods compared at matched KL."""
+
+    output_dir: str = option(
+        "runs/pipeline",
+        "The pipeline folder: its pretrain, sft, collect and reward_model stages are used (run first if missing); "
+        "the frontier's runs, frontier.jsonl and frontier.md/.html go in its frontier/ sub-folder.",
+    )
+    task: str = option("reviews", "The gym task.")
+    seed: int = option(0, "First seed; the upstream stages use it.")
+    seeds: int = option(3, "Seeds per (method, β): seed, seed+1, …", minimum=1)
+    methods: str = option(
+        "ppo,grpo,rloo,dpo",
+        "Comma-separated methods among ppo, grpo, rloo, dpo (each from the pipeline's SFT model).",
+    )
+    betas: str = option(
+        "0.4,0.2,0.1,0.05",
+        "Comma-separated β values (the KL budgets): kl_coef of ppo/grpo/rloo, beta of dpo.",
+    )
+    best_of_n: str = option(
+        "1,2,4,8,16", "Comma-separated n of the best-of-n reference curve (picked by the reward model)."
+    )
+    kl_points: str = option(
+        "2,4,6", "Comma-separated KLs (nats per response) at which the report compares methods' gold reward."
+    )
+    kl_budget: float = option(
+        5.0,
+        "The report's budget: per method and seed, the best gold reward among runs with KL ≤ this, and the share "
+        "of the gap between the SFT policy's gold and the task's maximum (1) that it closes.",
+        minimum=0.0,
+    )
+    n_policy_prompts: int = option(
+        200, "Held-out prompts on which gold reward and KL are measured.", minimum=1
+    )
+    ppo: dict = option({}, "Overrides for the PPO runs, e.g. ppo.max_steps=40 (β comes from betas).")
+    grpo: dict = option({}, "Overrides for the GRPO runs.")
+    rloo: dict = option({}, "Overrides for the RLOO runs (GRPO's config with estimator=rloo).")
+    dpo: dict = option({}, "Overrides for the DPO runs.")
 
 
 # ----------------------------------------------------------------------------------------------- parsing

@@ -3,6 +3,11 @@ tether → evaluate → report, each stage an ordinary folder; beside them, an R
 briefly on the same corpus with the same tokenizer, for the report's ladder of language models
 (n-gram → RNN → Transformer).
 
+With ``seeds=N`` the policy-optimisation stages (``POLICY_STAGES``) and their evaluation run for N seeds
+(the first in the usual folders, seed s under ``seed{s}/``), from the same SFT model and reward model; the
+summary's ``seeds`` entry holds every seed's metrics, their mean ± std, and the reward-hacking check of
+each seed's β = 0 run (``eval/aggregate.py``).
+
 A stage whose folder already holds its finished output (``tether_config.yaml`` is written last) is skipped
 on re-run; ``from_stage`` re-runs that stage and every later one. Each stage's time is kept in
 ``stage_seconds.json``, so the ladder's training times survive re-runs that skip the stage.
@@ -10,8 +15,10 @@ on re-run; ``from_stage`` re-runs that stage and every later one. Each stage's t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +52,10 @@ STAGES = (
     "pretrain_rnn",
     "evaluate",
 )
+
+# The stages that seeds=N repeats (each from the same SFT model and reward model), and the policies evaluated.
+POLICY_STAGES = ("dpo", "ppo", "grpo", "ppo_no_kl")
+POLICIES = ("sft", *POLICY_STAGES)
 
 # The embedded default: sized so the whole pipeline runs in a few minutes on a 2-core CPU.
 DEFAULT_PRETRAIN = {"num_epochs": 1.0}
@@ -91,209 +102,297 @@ def _lm_label(name: str, config: Any) -> str:
     )
 
 
-def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[str, Any]:
-    """Run every stage not yet done (or from ``from_stage`` on); return the evaluation table."""
-    from tether.algorithms.collect import run_collect
-    from tether.algorithms.common import resolve_judge
-    from tether.algorithms.dpo import run_dpo
-    from tether.algorithms.policy_gradient import run_policy_gradient
-    from tether.algorithms.ppo import run_ppo
-    from tether.algorithms.pretrain import run_pretrain
-    from tether.algorithms.reward_model import run_reward_model
-    from tether.algorithms.sft import run_sft
-    from tether.eval.instruct import evaluate_instruct
-    from tether.eval.ladder import continuation_prompts, neural_rung, ngram_rung
-    from tether.eval.metrics import NGramLM, win_rate
-    from tether.eval.policy import evaluate_policy
-    from tether.gym import get_task
-    from tether.models import load_causal_lm, load_tokenizer
-    from tether.report import write_html_report, write_instruct_report
-
-    if from_stage is not None and from_stage not in STAGES:
-        raise TetherError(f"--from: unknown stage '{from_stage}'; choose one of {', '.join(STAGES)}")
-    rerun = set(STAGES[STAGES.index(from_stage) :]) if from_stage else set()
+def stage_configs(config: PipelineConfig) -> dict[str, Any]:
+    """Every stage's config for the first seed, in ``STAGES`` order (``evaluate`` last)."""
     root = Path(config.output_dir)
     data = f"gym:{config.task}"
-    pretrain = _stage_config(
+    seed = {"seed": config.seed}
+    configs: dict[str, Any] = {}
+    configs["pretrain"] = _stage_config(
         PretrainConfig,
         DEFAULT_PRETRAIN,
         config.pretrain,
         "pretrain",
         output_dir=str(root / "pretrain"),
         data=data,
-        seed=config.seed,
+        **seed,
     )
-    sft = _stage_config(
+    configs["sft"] = _stage_config(
         SFTConfig,
         DEFAULT_SFT,
         config.sft,
         "sft",
         output_dir=str(root / "sft"),
-        model=pretrain.output_dir,
+        model=str(root / "pretrain"),
         data=data,
-        seed=config.seed,
+        **seed,
     )
-    collect = _stage_config(
+    sft = configs["sft"].output_dir
+    configs["collect"] = _stage_config(
         CollectConfig,
         {},
         config.collect,
         "collect",
         output_dir=str(root / "collect"),
-        policy=sft.output_dir,
-        judge=f"gym:{config.task}",
+        policy=sft,
+        judge=data,
         prompts=data,
-        seed=config.seed,
+        **seed,
     )
-    reward_model = _stage_config(
+    rankings = str(root / "collect" / "rankings.jsonl")
+    configs["reward_model"] = _stage_config(
         RewardModelConfig,
         {},
         config.reward_model,
         "reward_model",
         output_dir=str(root / "reward_model"),
-        model=sft.output_dir,
-        data=str(Path(collect.output_dir) / "rankings.jsonl"),
-        seed=config.seed,
+        model=sft,
+        data=rankings,
+        **seed,
     )
-    dpo = _stage_config(
-        DPOConfig,
-        {},
-        config.dpo,
-        "dpo",
-        output_dir=str(root / "dpo"),
-        model=sft.output_dir,
-        data=reward_model.data,
-        seed=config.seed,
+    configs["dpo"] = _stage_config(
+        DPOConfig, {}, config.dpo, "dpo", output_dir=str(root / "dpo"), model=sft, data=rankings, **seed
     )
-    rl_fixed = {
-        "model": sft.output_dir,
-        "reward": reward_model.output_dir,
-        "gold": data,
-        "prompts": data,
-        "seed": config.seed,
-    }
-    ppo = _stage_config(PPOConfig, {}, config.ppo, "ppo", output_dir=str(root / "ppo"), **rl_fixed)
-    grpo = _stage_config(
-        PGConfig, DEFAULT_GRPO, config.grpo, "grpo", output_dir=str(root / "grpo"), **rl_fixed
+    rl = {"model": sft, "reward": str(root / "reward_model"), "gold": data, "prompts": data, **seed}
+    configs["ppo"] = _stage_config(PPOConfig, {}, config.ppo, "ppo", output_dir=str(root / "ppo"), **rl)
+    configs["grpo"] = _stage_config(
+        PGConfig, DEFAULT_GRPO, config.grpo, "grpo", output_dir=str(root / "grpo"), **rl
     )
     # The same PPO without the KL tether: the report's reward-hacking comparison.
-    ppo_no_kl = _stage_config(
+    configs["ppo_no_kl"] = _stage_config(
         PPOConfig,
         {**config.ppo, "kl_coef": 0.0},
         config.ppo_no_kl,
         "ppo_no_kl",
         output_dir=str(root / "ppo_no_kl"),
-        **rl_fixed,
+        **rl,
     )
     # The ladder's middle rung: same corpus, same tokenizer (pre-training's), same loss and optimiser.
-    pretrain_rnn = _stage_config(
+    configs["pretrain_rnn"] = _stage_config(
         PretrainConfig,
         DEFAULT_PRETRAIN_RNN,
         config.pretrain_rnn,
         "pretrain_rnn",
         output_dir=str(root / "pretrain_rnn"),
         data=data,
-        seed=config.seed,
         architecture="rnn",
-        tokenizer=pretrain.output_dir,
+        tokenizer=str(root / "pretrain"),
+        **seed,
     )
-    evaluation = _stage_config(
-        EvalConfig, {}, config.evaluate, "evaluate", task=config.task, seed=config.seed
-    )
-    timings: dict[str, float] = {}
+    configs["evaluate"] = _stage_config(EvalConfig, {}, config.evaluate, "evaluate", task=config.task, **seed)
+    return configs
 
-    stages = (
-        ("pretrain", pretrain, run_pretrain),
-        ("sft", sft, run_sft),
-        ("collect", collect, run_collect),
-        ("reward_model", reward_model, run_reward_model),
-        ("dpo", dpo, run_dpo),
-        ("ppo", ppo, run_ppo),
-        ("grpo", grpo, run_policy_gradient),
-        ("ppo_no_kl", ppo_no_kl, run_ppo),
-        ("pretrain_rnn", pretrain_rnn, run_pretrain),
-    )
-    for name, stage_config, runner in stages:
+
+def pipeline_seeds(config: PipelineConfig) -> list[int]:
+    """The seeds of the policy-optimisation stages: ``seed``, ``seed + 1``, … (``seeds`` of them)."""
+    return [config.seed + k for k in range(config.seeds)]
+
+
+def seed_configs(configs: dict[str, Any], seed: int, root: Path) -> dict[str, Any]:
+    """The policy-optimisation stages' configs for ``seed``: the first seed's as they are; another seed's
+    with that seed and its own folder ``root/seed{seed}/NAME``."""
+    if seed == configs["dpo"].seed:
+        return {name: configs[name] for name in POLICY_STAGES}
+    return {
+        name: dataclasses.replace(configs[name], seed=seed, output_dir=str(root / f"seed{seed}" / name))
+        for name in POLICY_STAGES
+    }
+
+
+def _runners() -> dict[str, Callable[[Any], Any]]:
+    from tether.algorithms.collect import run_collect
+    from tether.algorithms.dpo import run_dpo
+    from tether.algorithms.policy_gradient import run_policy_gradient
+    from tether.algorithms.ppo import run_ppo
+    from tether.algorithms.pretrain import run_pretrain
+    from tether.algorithms.reward_model import run_reward_model
+    from tether.algorithms.sft import run_sft
+
+    return {
+        "pretrain": run_pretrain,
+        "sft": run_sft,
+        "collect": run_collect,
+        "reward_model": run_reward_model,
+        "dpo": run_dpo,
+        "ppo": run_ppo,
+        "grpo": run_policy_gradient,
+        "ppo_no_kl": run_ppo,
+        "pretrain_rnn": run_pretrain,
+    }
+
+
+def run_stages(runs: list[tuple[str, str, Any]], root: Path, rerun: set[str]) -> dict[str, float]:
+    """Run each ``(label, stage, config)`` whose folder is not finished (or whose stage is in ``rerun``);
+    return and record the seconds each took, under its label."""
+    runners = _runners()
+    timings = {}
+    for label, name, stage_config in runs:
         folder = Path(stage_config.output_dir)
         if is_done(folder) and name not in rerun:
-            tqdm.write(f"pipeline: {name} already done in {folder}; skipping (use --from {name} to re-run)")
+            tqdm.write(f"pipeline: {label} already done in {folder}; skipping (use --from {name} to re-run)")
             continue
-        tqdm.write(f"pipeline: {name} → {folder}")
+        tqdm.write(f"pipeline: {label} → {folder}")
         started = time.perf_counter()
-        runner(stage_config)
-        timings[name] = time.perf_counter() - started
-        record_stage_seconds(root, name, timings[name])
+        runners[name](stage_config)
+        timings[label] = time.perf_counter() - started
+        record_stage_seconds(root, label, timings[label])
+    return timings
+
+
+def evaluate_policies(
+    folders: dict[str, str], reference: Any, tokenizer: Any, gold: Any, proxy: Any, prompts: list, seed: int
+) -> dict[str, dict[str, Any]]:
+    """Gold reward (the hidden judge), proxy reward (the learned RM), KL to the SFT reference and win rate
+    against the reference's samples under the gold judge, of each policy folder (``sft`` first)."""
+    from tether.eval.metrics import win_rate
+    from tether.eval.policy import evaluate_policy
+    from tether.models import load_causal_lm
+
+    policies = {}
+    for name, folder in folders.items():
+        policy = reference if name == "sft" else load_causal_lm(folder)
+        policies[name] = evaluate_policy(policy, reference, tokenizer, gold, prompts, proxy=proxy, seed=seed)
+    for metrics in policies.values():
+        metrics["win_rate"] = win_rate(metrics["gold_scores"], policies["sft"]["gold_scores"])
+    return policies
+
+
+def evaluate_ladder(
+    task: Any, configs: dict[str, Any], reference: Any, root: Path, seed: int
+) -> dict[str, Any]:
+    """The ladder of language models on the same held-out documents: the lectures' first language model (a
+    word trigram fitted on the corpus), the RNN, and the Transformer before and after SFT."""
+    from tether.eval.ladder import continuation_prompts, neural_rung, ngram_rung
+    from tether.eval.metrics import NGramLM
+    from tether.models import load_causal_lm, load_tokenizer
+
+    evaluation = configs["evaluate"]
+    heldout = task.pretrain_texts("eval", n=evaluation.n_examples)
+    openings = continuation_prompts(heldout)
+    fitting = time.perf_counter()
+    ngram = NGramLM(task.pretrain_texts(), n=3)
+    rungs = {"ngram": ngram_rung(ngram, heldout, openings, time.perf_counter() - fitting, seed)}
+    rungs["ngram"]["label"] = "word trigram (add-0.1)"
+    trained = read_stage_seconds(root)
+    for name, stage, seconds in (
+        ("rnn", "pretrain_rnn", trained.get("pretrain_rnn")),
+        ("pretrained", "pretrain", trained.get("pretrain")),
+        ("sft", "sft", _total(trained, "pretrain", "sft")),
+    ):
+        folder = configs[stage].output_dir
+        model = reference if stage == "sft" else load_causal_lm(folder)
+        rungs[name] = neural_rung(
+            model, load_tokenizer(folder), heldout, openings, seconds, evaluation.batch_size, seed
+        )
+        rungs[name]["label"] = _lm_label(name, model.config)
+    return {"heldout_documents": len(heldout), "models": rungs}
+
+
+def across_seeds(
+    per_seed: dict[int, dict[str, dict[str, Any]]], folders: dict[int, dict[str, str]]
+) -> dict[str, Any]:
+    """Every seed's policy metrics (lists and samples dropped), their mean ± std, and each seed's
+    reward-hacking check of its β = 0 PPO run against its tethered PPO run."""
+    from tether.engine.logging import read_metrics
+    from tether.eval.aggregate import hacking_check, summarise_seeds
+
+    runs = {
+        seed: {
+            name: {k: v for k, v in m.items() if k not in {"gold_scores", "samples"}}
+            for name, m in policies.items()
+        }
+        for seed, policies in per_seed.items()
+    }
+    hacking = {
+        seed: hacking_check(
+            read_metrics(Path(folders[seed]["ppo_no_kl"]) / "metrics.jsonl"),
+            policies["ppo_no_kl"]["gold"],
+            policies["ppo"]["gold"],
+        )
+        for seed, policies in per_seed.items()
+    }
+    return {"seeds": list(runs), "runs": runs, "summary": summarise_seeds(runs), "hacking": hacking}
+
+
+def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[str, Any]:
+    """Run every stage not yet done (or from ``from_stage`` on); return the evaluation table."""
+    from tether.algorithms.common import resolve_judge
+    from tether.eval.instruct import evaluate_instruct
+    from tether.gym import get_task
+    from tether.models import load_causal_lm, load_tokenizer
+
+    if from_stage is not None and from_stage not in STAGES:
+        raise TetherError(f"--from: unknown stage '{from_stage}'; choose one of {', '.join(STAGES)}")
+    rerun = set(STAGES[STAGES.index(from_stage) :]) if from_stage else set()
+    root = Path(config.output_dir)
+    configs = stage_configs(config)
+    seeds = pipeline_seeds(config)
+    per_seed_configs = {seed: seed_configs(configs, seed, root) for seed in seeds}
+    runs = [(name, name, configs[name]) for name in STAGES if name != "evaluate"]
+    runs += [
+        (f"{name}@seed{seed}", name, c) for seed in seeds[1:] for name, c in per_seed_configs[seed].items()
+    ]
+    timings = run_stages(runs, root, rerun)
 
     tqdm.write("pipeline: evaluate")
     started = time.perf_counter()
     task = get_task(config.task, seed=config.seed)
+    evaluation = configs["evaluate"]
     results = {}
-    for name, folder in (("pretrained", pretrain.output_dir), ("sft", sft.output_dir)):
-        model, tokenizer = load_causal_lm(folder), load_tokenizer(folder)
+    for name in ("pretrained", "sft"):
+        folder = configs["pretrain" if name == "pretrained" else "sft"].output_dir
         results[name] = evaluate_instruct(
-            model,
-            tokenizer,
+            load_causal_lm(folder),
+            load_tokenizer(folder),
             task,
             evaluation.n_examples,
             evaluation.n_prompts,
             evaluation.max_new_tokens,
             evaluation.batch_size,
         )
-    # The policies: gold reward (hidden judge), proxy reward (the learned RM) and KL to the SFT reference.
+    sft = configs["sft"].output_dir
     gold = resolve_judge(f"gym:{config.task}", config.seed)
-    proxy = resolve_judge(reward_model.output_dir)
-    reference, tokenizer = load_causal_lm(sft.output_dir), load_tokenizer(sft.output_dir)
+    proxy = resolve_judge(configs["reward_model"].output_dir)
+    reference, tokenizer = load_causal_lm(sft), load_tokenizer(sft)
     prompts = task.prompts("eval", n=config.n_policy_prompts)
-    policies = {}
-    for name, folder in (
-        ("sft", sft.output_dir),
-        ("dpo", dpo.output_dir),
-        ("ppo", ppo.output_dir),
-        ("grpo", grpo.output_dir),
-        ("ppo_no_kl", ppo_no_kl.output_dir),
-    ):
-        policy = reference if folder == sft.output_dir else load_causal_lm(folder)
-        policies[name] = evaluate_policy(
-            policy, reference, tokenizer, gold, prompts, proxy=proxy, seed=config.seed
-        )
-    for metrics in policies.values():  # win rate against the reference's samples, under the gold judge
-        metrics["win_rate"] = win_rate(metrics["gold_scores"], policies["sft"]["gold_scores"])
-    # The ladder of language models on the same held-out documents: the lectures' first language model (a
-    # word trigram fitted on the corpus), the RNN, and the Transformer before and after SFT.
-    heldout = task.pretrain_texts("eval", n=evaluation.n_examples)
-    openings = continuation_prompts(heldout)
-    fitting = time.perf_counter()
-    ngram = NGramLM(task.pretrain_texts(), n=3)
-    rungs = {"ngram": ngram_rung(ngram, heldout, openings, time.perf_counter() - fitting, config.seed)}
-    rungs["ngram"]["label"] = "word trigram (add-0.1)"
-    trained = read_stage_seconds(root)
-    for name, folder, seconds in (
-        ("rnn", pretrain_rnn.output_dir, trained.get("pretrain_rnn")),
-        ("pretrained", pretrain.output_dir, trained.get("pretrain")),
-        ("sft", sft.output_dir, _total(trained, "pretrain", "sft")),
-    ):
-        model = reference if folder == sft.output_dir else load_causal_lm(folder)
-        rungs[name] = neural_rung(
-            model, load_tokenizer(folder), heldout, openings, seconds, evaluation.batch_size, config.seed
-        )
-        rungs[name]["label"] = _lm_label(name, model.config)
-    ladder = {"heldout_documents": len(heldout), "models": rungs}
+    folders = {
+        seed: {"sft": sft, **{name: c.output_dir for name, c in per_seed_configs[seed].items()}}
+        for seed in seeds
+    }
+    per_seed = {
+        seed: evaluate_policies(folders[seed], reference, tokenizer, gold, proxy, prompts, seed)
+        for seed in seeds
+    }
+    ladder = evaluate_ladder(task, configs, reference, root, config.seed)
     timings["evaluate"] = time.perf_counter() - started
-    reward_eval = json.loads((Path(reward_model.output_dir) / "eval.json").read_text(encoding="utf-8"))
+    reward_eval = json.loads((root / "reward_model" / "eval.json").read_text(encoding="utf-8"))
     summary = {
         "task": config.task,
         "results": results,
         "reward_model": reward_eval,
-        "policies": policies,
+        "policies": per_seed[seeds[0]],
+        "seeds": across_seeds(per_seed, folders),
         "ladder": ladder,
         "seconds": timings,
     }
     (root / "evaluation.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return write_reports(summary, root, configs, folders)
+
+
+def write_reports(
+    summary: dict[str, Any], root: Path, configs: dict[str, Any], folders: dict[int, dict[str, str]]
+) -> dict[str, Any]:
+    """``report.md`` and ``report.html`` beside the stage folders; returns ``summary``."""
+    from tether.report import write_html_report, write_instruct_report
+
     report = write_instruct_report(summary, root)
-    stage_dirs = {s.output_dir.rsplit("/", 1)[-1]: Path(s.output_dir) for _, s, _ in stages}
-    hacking = {
-        f"PPO, β = {ppo_no_kl.kl_coef:g}": Path(ppo_no_kl.output_dir),
-        f"PPO, β = {ppo.kl_coef:g}": Path(ppo.output_dir),
-    }
+    stage_dirs = {name: Path(c.output_dir) for name, c in configs.items() if name != "evaluate"}
+    tethered, untethered = configs["ppo"].kl_coef, configs["ppo_no_kl"].kl_coef
+    hacking = {}
+    for seed, named in folders.items():
+        prefix = f"seed {seed}: " if len(folders) > 1 else ""
+        hacking[f"{prefix}PPO, β = {untethered:g}"] = Path(named["ppo_no_kl"])
+        hacking[f"{prefix}PPO, β = {tethered:g}"] = Path(named["ppo"])
     page = write_html_report(summary, root, stage_dirs, hacking)
     tqdm.write(f"pipeline: report written to {report} and {page}")
     return summary

@@ -2,7 +2,8 @@ import math
 
 import torch
 
-from tether.algorithms.rejection_sampling import best_of_n, best_of_n_kl
+from tether.algorithms.rejection_sampling import best_of_n
+from tether.eval.aggregate import best_of_n_kl
 from tether.judges import FunctionJudge
 
 

@@ -10,7 +10,6 @@ those (Dong et al. 2023 "RAFT"; Gulcehre et al. 2023 "ReST"; Touvron et al. 2023
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,9 @@ from tether.algorithms.common import resolve_judge
 from tether.config import BestOfNConfig, RFTConfig, SFTConfig, narrow
 from tether.data.preference import as_messages
 from tether.data.readers import write_jsonl
+from tether.eval.aggregate import best_of_n_kl
 from tether.models import load_causal_lm, load_tokenizer
 from tether.rollout import generate
-
-
-def best_of_n_kl(n: int) -> float:
-    """KL(best-of-n ‖ base) = log n − (n − 1)/n for a continuous reward."""
-    return math.log(n) - (n - 1) / n
 
 
 def best_of_n(

@@ -54,6 +54,42 @@ def plot_frontier(policies: dict[str, dict], out: Path) -> str:
     return uri
 
 
+def plot_seeds(runs: dict[Any, dict[str, dict]], out: Path) -> str:
+    """Gold reward against KL: every seed's point of every policy, and each policy's mean ± std."""
+    plt = _plt()
+    figure, axis = plt.subplots(figsize=(6.5, 4.5))
+    names = list(next(iter(runs.values())))
+    for index, name in enumerate(names):
+        points = [(r[name]["kl"], r[name]["gold"]) for r in runs.values() if name in r]
+        colour = f"C{index}"
+        axis.scatter(*zip(*points), s=22, color=colour, alpha=0.6)
+        kls, golds = zip(*points)
+        mean_kl, mean_gold = sum(kls) / len(kls), sum(golds) / len(golds)
+        spread = [
+            (sum((v - m) ** 2 for v in vs) / max(1, len(vs) - 1)) ** 0.5
+            for vs, m in ((kls, mean_kl), (golds, mean_gold))
+        ]
+        axis.errorbar(
+            mean_kl,
+            mean_gold,
+            xerr=spread[0],
+            yerr=spread[1],
+            color=colour,
+            marker="s",
+            capsize=3,
+            label=name,
+        )
+    axis.set_xlabel("KL(π ‖ π_ref) per response (nats)")
+    axis.set_ylabel("gold reward")
+    axis.set_title(f"every seed ({len(runs)}): points; mean ± std: squares")
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.savefig(out / "seeds.png", dpi=110, bbox_inches="tight")
+    uri = _figure_to_data_uri(figure)
+    plt.close(figure)
+    return uri
+
+
 def plot_curves(stage_dirs: dict[str, Path], out: Path) -> str:
     """One panel per stage: the loss of offline stages; proxy, gold and KL of online ones."""
     plt = _plt()
@@ -92,8 +128,12 @@ def plot_curves(stage_dirs: dict[str, Path], out: Path) -> str:
 def plot_hacking(runs: dict[str, Path], out: Path) -> str:
     """Proxy vs gold reward over training for runs that differ in β (the KL tether)."""
     plt = _plt()
-    figure, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 3.8), squeeze=False)
-    for axis, (label, folder) in zip(axes[0], runs.items()):
+    columns = min(2, len(runs))
+    rows_of_panels = -(-len(runs) // columns)
+    figure, axes = plt.subplots(
+        rows_of_panels, columns, figsize=(6 * columns, 3.8 * rows_of_panels), squeeze=False
+    )
+    for axis, (label, folder) in zip(axes.flat, runs.items()):
         rows = read_metrics(folder / "metrics.jsonl")
         steps = [r["step"] for r in rows]
         proxy = axis.plot(
@@ -171,6 +211,23 @@ def write_html_report(
             f"<th>proxy reward</th><th>KL to reference</th><th>length</th><th>distinct-2</th></tr>{rows}</table>"
         )
         parts.append(f'<h2>Reward–KL frontier</h2><img src="{plot_frontier(policies, out)}" alt="frontier">')
+    seeds = summary.get("seeds") or {}
+    if len(seeds.get("seeds", [])) > 1:
+        rows = "".join(
+            f"<tr><td>{html.escape(name)}</td>"
+            + "".join(
+                f"<td>{c[column][0]:{form}} ± {c[column][1]:{form}}</td>" if column in c else "<td>–</td>"
+                for column, form in (("gold", ".3f"), ("win_rate", ".1%"), ("proxy", ".3f"), ("kl", ".2f"))
+            )
+            + "</tr>"
+            for name, c in seeds["summary"].items()
+        )
+        parts.append(
+            f"<h2>Over {len(seeds['seeds'])} seeds</h2><p>The policy-optimisation stages and their evaluation "
+            "repeated for each seed from the same SFT model and reward model: mean ± standard deviation.</p>"
+            "<table><tr><th>policy</th><th>gold reward ↑</th><th>win rate vs SFT</th><th>proxy reward</th>"
+            f'<th>KL to reference</th></tr>{rows}</table><img src="{plot_seeds(seeds["runs"], out)}" alt="seeds">'
+        )
     if hacking_runs:
         parts.append(
             "<h2>Reward hacking</h2><p>The same PPO run with and without the KL tether. Without it (β = 0) the "

@@ -40,6 +40,47 @@ def ladder_lines(ladder: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _pm(cell: list[float] | None, form: str) -> str:
+    return "–" if cell is None else f"{format(cell[0], form)} ± {format(cell[1], form)}"
+
+
+def seeds_lines(seeds: dict[str, Any] | None) -> list[str]:
+    """Mean ± std of every policy column over the seeds, and each seed's reward-hacking check (β = 0)."""
+    if not seeds:
+        return []
+    lines = []
+    if len(seeds["seeds"]) > 1:
+        lines += [
+            f"## Policies over {len(seeds['seeds'])} seeds ({', '.join(map(str, seeds['seeds']))}): mean ± std",
+            "",
+            "| policy | gold reward ↑ | win rate vs SFT ↑ | proxy (RM) reward | KL to SFT reference | length |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {_pm(c.get('gold'), '.3f')} | {_pm(c.get('win_rate'), '.1%')} | {_pm(c.get('proxy'), '.3f')} "
+            f"| {_pm(c.get('kl'), '.2f')} | {_pm(c.get('length'), '.1f')} |"
+            for name, c in seeds["summary"].items()
+        ]
+        lines.append("")
+    lines += [
+        "## Reward hacking (PPO with β = 0)",
+        "",
+        "Proxy and gold reward over training (moving average of 5 logged steps), and the held-out gold of the "
+        "final policies. Hacking holds when the proxy rises, the gold ends at least 0.1 below its own peak, and "
+        "the final gold is below the tethered run's.",
+        "",
+        "| seed | proxy start → end | gold peak → end | final gold, β = 0 | final gold, tethered | holds |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {seed} | {h['proxy_start']:.3f} → {h['proxy_end']:.3f} | {h['gold_peak']:.3f} → {h['gold_end']:.3f} "
+        f"| {h['final_gold']:.3f} | {h['tethered_final_gold']:.3f} | {'yes' if h['holds'] else 'no'} |"
+        for seed, h in seeds["hacking"].items()
+    ]
+    lines.append("")
+    return lines
+
+
 def write_instruct_report(summary: dict[str, Any], out_dir: str | Path) -> Path:
     """``report.md``: the metrics table of each evaluated model, stage times, and sample answers."""
     lines = [
@@ -74,6 +115,7 @@ def write_instruct_report(summary: dict[str, Any], out_dir: str | Path) -> Path:
             for name, m in policies.items()
         ]
         lines.append("")
+    lines += seeds_lines(summary.get("seeds"))
     reward = summary.get("reward_model")
     if reward:
         lines += [
