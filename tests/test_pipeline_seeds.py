@@ -103,7 +103,9 @@ def test_frontier_reuses_the_pipeline_and_resumes(two_seeds):
     ]
     upstream_seconds = json.loads((root / "stage_seconds.json").read_text())
     summary = run_frontier(load_config(FrontierConfig, None, overrides))
-    assert json.loads((root / "stage_seconds.json").read_text()) == upstream_seconds  # nothing upstream re-ran
+    assert (
+        json.loads((root / "stage_seconds.json").read_text()) == upstream_seconds
+    )  # nothing upstream re-ran
     out = root / "frontier"
     records = [json.loads(line) for line in (out / "frontier.jsonl").read_text().splitlines()]
     runs = [r for r in records if "method" in r]
