@@ -76,15 +76,15 @@ def _reward_model(config: RewardModelConfig, args: argparse.Namespace) -> Any:
 
 
 def _score(config: ScoreConfig, args: argparse.Namespace) -> Any:
-    from tether.algorithms.common import resolve_judge
-    from tether.data.preference import _text
+    from tether.data.preference import text_or_messages
     from tether.data.readers import read_records, write_jsonl
+    from tether.specs import resolve_judge
 
     if not config.data:
         raise TetherError("score: set data=FILE (records with 'prompt' and 'completion')")
     records = read_records(config.data)
-    prompts = [_text(r, "prompt") for r in records]
-    completions = [_text(r, "completion") for r in records]
+    prompts = [text_or_messages(r, "prompt") for r in records]
+    completions = [text_or_messages(r, "completion") for r in records]
     judge = resolve_judge(config.judge, trust_remote_code=config.trust_remote_code)
     scores = judge.score(prompts, completions)
     if config.output:
@@ -93,10 +93,10 @@ def _score(config: ScoreConfig, args: argparse.Namespace) -> Any:
 
 
 def _judge_agreement(config: JudgeAgreementConfig, args: argparse.Namespace) -> Any:
-    from tether.algorithms.common import resolve_judge
     from tether.data.preference import load_pairs
     from tether.data.readers import read_records, write_jsonl
     from tether.eval.judge import judge_agreement
+    from tether.specs import resolve_judge
 
     if not config.judge or not config.pairs:
         raise TetherError(
@@ -148,11 +148,10 @@ def _distribution_matching(method: str) -> Callable[[DistributionMatchingConfig,
 
 
 def _compare(config: CompareConfig, args: argparse.Namespace) -> Any:
-    from tether.algorithms.collect import load_prompts
-    from tether.algorithms.common import resolve_judge
     from tether.eval.metrics import win_rate
     from tether.eval.policy import evaluate_policy
     from tether.models import load_causal_lm, load_tokenizer
+    from tether.specs import load_prompts, resolve_judge
 
     prompts = load_prompts(config.prompts, config.n_prompts, config.seed, split="eval")
     judge = resolve_judge(config.judge, config.seed, config.trust_remote_code)

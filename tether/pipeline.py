@@ -94,7 +94,6 @@ def _lm_label(name: str, config: Any) -> str:
 def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[str, Any]:
     """Run every stage not yet done (or from ``from_stage`` on); return the evaluation table."""
     from tether.algorithms.collect import run_collect
-    from tether.algorithms.common import resolve_judge
     from tether.algorithms.dpo import run_dpo
     from tether.algorithms.policy_gradient import run_policy_gradient
     from tether.algorithms.ppo import run_ppo
@@ -108,6 +107,7 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
     from tether.gym import get_task
     from tether.models import load_causal_lm, load_tokenizer
     from tether.report import write_html_report, write_instruct_report
+    from tether.specs import resolve_judge
 
     if from_stage is not None and from_stage not in STAGES:
         raise TetherError(f"--from: unknown stage '{from_stage}'; choose one of {', '.join(STAGES)}")
