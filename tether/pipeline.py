@@ -4,7 +4,7 @@ briefly on the same corpus with the same tokenizer, for the report's ladder of l
 (n-gram → RNN → Transformer).
 
 A stage whose folder already holds its finished output (``tether_config.yaml`` is written last) is skipped
-on re-run; ``from_stage`` re-runs that stage and every later one. Each stage's time is kept in
+on re-run; ``from_stage`` (``--from``) re-runs that stage and every later one. Each stage's time is kept in
 ``stage_seconds.json``, so the ladder's training times survive re-runs that skip the stage.
 """
 
@@ -91,8 +91,8 @@ def _lm_label(name: str, config: Any) -> str:
     )
 
 
-def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[str, Any]:
-    """Run every stage not yet done (or from ``from_stage`` on); return the evaluation table."""
+def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
+    """Run every stage not yet done (or from ``config.from_stage`` on); return the evaluation table."""
     from tether.algorithms.collect import run_collect
     from tether.algorithms.dpo import run_dpo
     from tether.algorithms.policy_gradient import run_policy_gradient
@@ -109,8 +109,9 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[
     from tether.report import write_html_report, write_instruct_report
     from tether.specs import resolve_judge
 
+    from_stage = config.from_stage or None
     if from_stage is not None and from_stage not in STAGES:
-        raise TetherError(f"--from: unknown stage '{from_stage}'; choose one of {', '.join(STAGES)}")
+        raise TetherError(f"from_stage: unknown stage '{from_stage}'; choose one of {', '.join(STAGES)}")
     rerun = set(STAGES[STAGES.index(from_stage) :]) if from_stage else set()
     root = Path(config.output_dir)
     data = f"gym:{config.task}"
