@@ -19,6 +19,17 @@ def test_help_lists_config_fields():
     assert result.returncode == 0
     for name in ("learning_rate", "max_length", "lora_r", "grad_accum_steps"):
         assert name in result.stdout
+    assert "max_steps (int, default 0)" in result.stdout
+
+
+def test_help_lists_every_registered_command(capsys):
+    from tether.stages import STAGES
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps the summaries
+    for name, stage in STAGES.items():
+        assert f"{name} {stage.summary}" in out
 
 
 @pytest.mark.parametrize(
@@ -73,6 +84,9 @@ def test_score_with_the_gold_judge(tmp_path, capsys):
     assert main(["score", f"data={data}", "judge=gym:reviews", f"output={out}"]) == 0
     import json
 
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"records": 2, "mean_score": 0.5}
+    assert captured.err == f"tether score: wrote {out}\n"  # one line, and no library noise
     scores = [json.loads(line)["score"] for line in out.read_text().splitlines()]
     # The repeated words cost 0.5 × stutter (2 of 2 word pairs repeat) and 0.5 for not naming the phone.
     assert scores == [1.0, 0.0]
@@ -93,7 +107,10 @@ def test_compare_a_policy_with_itself(make_model, tokenizer, tmp_path, capsys):
     assert main(["compare", *args]) == 0
     import json
 
+    printed = json.loads(capsys.readouterr().out)
     result = json.loads(out.read_text())
+    assert "samples" in result and "samples" not in printed  # lists go to the file, numbers are printed
+    assert printed == {k: v for k, v in result.items() if k != "samples"}
     # Same model, same seed: identical samples, so every comparison ties and the KL is exactly 0.
     assert result["win_rate"] == 0.5 and result["policy/kl"] == 0.0
     assert result["policy/gold"] == result["reference/gold"]

@@ -680,6 +680,11 @@ class PipelineConfig:
         "mean ± std and every seed's point. Pre-training, SFT, collection and the reward model run once.",
         minimum=1,
     )
+    from_stage: str = option(
+        "",
+        "Re-run this stage and every later one ('' = run only the stages not done yet; `--from STAGE` on "
+        "the command line).",
+    )
     pretrain: dict = option({}, "Overrides for the pretrain stage, e.g. pretrain.max_steps=100.")
     sft: dict = option({}, "Overrides for the sft stage, e.g. sft.learning_rate=5e-4.")
     collect: dict = option({}, "Overrides for the collect stage, e.g. collect.n_prompts=256.")
@@ -876,7 +881,16 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, str]]:
 
 
 def load_config(cls: type[C], config_path: str | None = None, overrides: list[str] | None = None) -> C:
-    """A stage config from an optional YAML file plus ``key=value`` overrides.
+    """A stage config from an optional YAML file plus ``key=value`` overrides (see :func:`read_values`)."""
+    values, where = read_values(cls, config_path, overrides)
+    return build_config(cls, values, where)
+
+
+def read_values(
+    cls: type, config_path: str | None = None, overrides: list[str] | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The raw values of an optional YAML file plus ``key=value`` overrides (overrides win), and where each
+    came from (``file:line`` or ``command line``), unchecked: :func:`build_config` checks them.
 
     For dict-valued fields (the pipeline's per-stage sections) a dotted override ``sft.max_steps=5`` sets one
     key inside the section.
@@ -899,16 +913,21 @@ def load_config(cls: type[C], config_path: str | None = None, overrides: list[st
             continue
         values[key] = value
         where[key] = "command line"
-    return build_config(cls, values, where)
+    return values, where
 
 
-def describe(cls: type) -> str:
-    """Every field with its type, default and help text, for ``--help``."""
+def describe(cls: type, allowed: dict[str, tuple[Any, ...]] | None = None) -> str:
+    """Every field with its type, default and help text, for ``--help``. ``allowed`` narrows fields to the
+    values a command runs (the first is then the default)."""
     hints = typing.get_type_hints(cls)
+    allowed = allowed or {}
     lines = []
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        lines.append(f"  {f.name} ({_type_name(hints[f.name])}, default {default!r})")
+        kind = _type_name(hints[f.name])
+        if f.name in allowed:
+            default, kind = allowed[f.name][0], " | ".join(map(str, allowed[f.name]))
+        lines.append(f"  {f.name} ({kind}, default {default!r})")
         lines.append(f"      {f.metadata.get('help', '')}")
     return "\n".join(lines)
 

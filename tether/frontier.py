@@ -115,10 +115,10 @@ def _append(path: Path, record: dict[str, Any]) -> None:
 
 def run_frontier(config: FrontierConfig) -> dict[str, Any]:
     """Run the sweep (skipping runs already recorded), then write the report; return the summary."""
-    from tether.algorithms.common import resolve_judge
     from tether.gym import get_task
     from tether.models import load_causal_lm, load_tokenizer
     from tether.pipeline import run_stages
+    from tether.specs import resolve_judge
 
     settings = parse_settings(config)
     upstream, bases = method_configs(config)

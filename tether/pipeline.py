@@ -9,7 +9,7 @@ summary's ``seeds`` entry holds every seed's metrics, their mean ± std, and the
 each seed's β = 0 run (``eval/aggregate.py``).
 
 A stage whose folder already holds its finished output (``tether_config.yaml`` is written last) is skipped
-on re-run; ``from_stage`` re-runs that stage and every later one. Each stage's time is kept in
+on re-run; ``from_stage`` (``--from``) re-runs that stage and every later one. Each stage's time is kept in
 ``stage_seconds.json``, so the ladder's training times survive re-runs that skip the stage.
 """
 
@@ -314,15 +314,16 @@ def across_seeds(
     return {"seeds": list(runs), "runs": runs, "summary": summarise_seeds(runs), "hacking": hacking}
 
 
-def run_pipeline(config: PipelineConfig, from_stage: str | None = None) -> dict[str, Any]:
-    """Run every stage not yet done (or from ``from_stage`` on); return the evaluation table."""
-    from tether.algorithms.common import resolve_judge
+def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
+    """Run every stage not yet done (or from ``config.from_stage`` on); return the evaluation table."""
     from tether.eval.instruct import evaluate_instruct
     from tether.gym import get_task
     from tether.models import load_causal_lm, load_tokenizer
+    from tether.specs import resolve_judge
 
+    from_stage = config.from_stage or None
     if from_stage is not None and from_stage not in STAGES:
-        raise TetherError(f"--from: unknown stage '{from_stage}'; choose one of {', '.join(STAGES)}")
+        raise TetherError(f"from_stage: unknown stage '{from_stage}'; choose one of {', '.join(STAGES)}")
     rerun = set(STAGES[STAGES.index(from_stage) :]) if from_stage else set()
     root = Path(config.output_dir)
     configs = stage_configs(config)

@@ -211,7 +211,7 @@ def test_a_zero_entropy_coefficient_sends_no_gradient_through_the_entropy():
 
 def test_the_first_prompts_of_a_pool_do_not_depend_on_its_size(tmp_path):
     # run_online loads only the max_steps · batch_size prompts it can reach: exact because of this.
-    from tether.algorithms.collect import load_prompts
+    from tether.specs import load_prompts
 
     assert load_prompts("gym:reviews", 5, seed=3) == load_prompts("gym:reviews", 40, seed=3)[:5]
     path = tmp_path / "prompts.jsonl"

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from tether.algorithms.common import resolve_judge
 from tether.algorithms.reward_model import run_reward_model
 from tether.config import RewardModelConfig
 from tether.judges.preference_model import PreferenceModelJudge
 from tether.models import save_model
+from tether.specs import resolve_judge
 
 CYCLE = [("the phone.", "the novel."), ("the novel.", "the kettle."), ("the kettle.", "the phone.")]
 

@@ -11,7 +11,6 @@ from tether import TetherError
 from tether.rewards import (
     CombinedReward,
     combine,
-    load_reference_answers,
     parse_reward_spec,
     register_reward,
     resolve_reward,
@@ -31,6 +30,7 @@ from tether.rewards.verifiable import (
     repetition_penalty,
     soft_overlong_punishment,
 )
+from tether.specs import load_reference_answers
 
 
 @pytest.mark.parametrize(
@@ -223,8 +223,8 @@ def test_register_a_reward_and_reject_a_bad_one() -> None:
 
 
 def test_resolve_judge_by_name_and_the_score_command(tmp_path, capsys) -> None:
-    from tether.algorithms.common import resolve_judge
     from tether.cli import main
+    from tether.specs import resolve_judge
 
     judge = resolve_judge("verifiable:exact_match[answers=gym:arithmetic]")
     assert judge.score(["what is 2 + 2?"], ["2 + 2 = 4"]) == [1.0]
@@ -240,7 +240,7 @@ def test_resolve_judge_by_name_and_the_score_command(tmp_path, capsys) -> None:
 
 
 def test_load_reference_answers(tmp_path) -> None:
-    from tether.algorithms.collect import load_prompts
+    from tether.specs import load_prompts
 
     prompts = load_prompts("gym:arithmetic", 3, seed=0)
     answers = load_reference_answers("gym:arithmetic", 3, seed=0)

@@ -200,3 +200,30 @@ def test_a_rope_that_depends_on_the_sequence_length_uses_generate():
     ids, mask = left_padded_prompts()  # 6 prompt tokens + 10 new > max_position_embeddings = 8
     theirs = generate_greedy(model, ids, mask, 10)
     assert not torch.equal(sample_tokens(model, ids, mask, 10, STOPS, 0, do_sample=False), theirs)
+
+
+def test_the_generate_path_does_not_warn_on_every_call():
+    """Models the sampler does not cover go through ``generate`` with the plain settings; transformers must
+    not warn about them on each call (it did: both min_new_tokens and min_length were set)."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    from tether.rollout.generate import sample_responses
+
+    model = build("dynamic-rope")
+    ids, mask = left_padded_prompts()
+    warnings: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    hf_logging.add_handler(handler)
+    try:
+        for do_sample in (True, False, True):
+            out = sample_responses(model, ids, mask, 3, STOPS, 0, do_sample=do_sample)
+            assert out.shape == (3, 3)
+    finally:
+        hf_logging.remove_handler(handler)
+        hf_logging.set_verbosity(before)
+    assert warnings == []

@@ -13,30 +13,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from tether.algorithms.common import GYM_PREFIX, load_records, resolve_judge
 from tether.config import CollectConfig, save_config
-from tether.data.formats import _check_messages
 from tether.data.preference import preference_rows, rankings_to_pairs
 from tether.data.readers import write_jsonl
-from tether.gym import get_task
 from tether.judges import ranks_from_scores
 from tether.models import load_causal_lm, load_tokenizer
 from tether.rollout import generate
-
-
-def load_prompts(spec: str, n: int, seed: int, split: str = "train") -> list:
-    """``n`` prompts: a gym task's prompts of ``split``, or the ``prompt`` field of a file's records."""
-    if spec.startswith(GYM_PREFIX):
-        return get_task(spec[len(GYM_PREFIX) :], seed=seed).prompts(split, n=n)
-    prompts = []
-    for record in load_records(spec, "prompts", seed)[:n]:
-        value = record.data.get("prompt")
-        if isinstance(value, list):
-            value = _check_messages(record, "prompt", value)
-        elif not isinstance(value, str) or not value:
-            raise record.error("prompt", "expected a non-empty string or a list of messages")
-        prompts.append(value)
-    return prompts
+from tether.specs import load_prompts, resolve_judge
 
 
 def run_collect(config: CollectConfig) -> dict[str, float]:

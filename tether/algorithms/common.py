@@ -1,29 +1,14 @@
-"""What every stage does the same way: find its data, load or adapt its model, save its output."""
+"""What every stage does the same way: load or adapt its model, fit next tokens, save its output. (Finding
+its data, prompts and judge from their specs is ``tether.specs``.)"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from tether.config import ModelConfig, save_config
-from tether.data.readers import Record, read_records
-from tether.gym import get_task
 from tether.models import apply_lora, load_causal_lm, load_tokenizer, save_model
 from tether.models.forward import TokenLogProbs
 from tether.models.lora import is_peft_model
-from tether.rewards import GYM_PREFIX, VERIFIABLE_PREFIX
-
-
-def load_records(spec: str, part: str, seed: int = 0) -> list[Record]:
-    """Records of a data spec: a file/folder, or ``gym:TASK`` whose ``part`` is one of
-    ``pretrain``, ``sft_train``, ``sft_eval``, ``sft_test``."""
-    if not spec.startswith(GYM_PREFIX):
-        return read_records(spec)
-    task = get_task(spec[len(GYM_PREFIX) :], seed=seed)
-    if part == "pretrain":
-        rows = [{"text": text} for text in task.pretrain_texts()]
-    else:
-        rows = task.sft_examples(part.removeprefix("sft_"))
-    return [Record(row, f"{spec}/{part}", index) for index, row in enumerate(rows, start=1)]
 
 
 def load_policy(config: ModelConfig) -> tuple[Any, Any]:
@@ -110,66 +95,3 @@ def loss_token_mask(labels: Any) -> Any:
 
 def count_loss_tokens(batch: dict) -> int:
     return int(loss_token_mask(batch["labels"]).sum())
-
-
-def resolve_judge(spec: str, seed: int = 0, trust_remote_code: bool = False) -> Any:
-    """A judge from a spec: ``gym:TASK`` (the task's gold reward), ``verifiable:REWARD:W,…`` (the reward
-    library, see ``tether.rewards``), ``module:function``, a judge YAML file (an LLM judge, see
-    ``JudgeConfig``), or a reward-model folder."""
-    from pathlib import Path
-
-    from tether.judges import FunctionJudge, RewardModelJudge, import_function
-    from tether.models.reward import load_reward_model
-
-    if spec.startswith(GYM_PREFIX):
-        task = get_task(spec[len(GYM_PREFIX) :], seed=seed)
-        return FunctionJudge(task.gold_rewards, name=f"gold:{task.name}")
-    if spec.startswith(VERIFIABLE_PREFIX):
-        from tether.rewards import resolve_reward
-
-        return resolve_reward(spec, seed)
-    if spec.endswith((".yaml", ".yml")):
-        return load_llm_judge(spec)
-    if ":" in spec and not Path(spec).exists():
-        return FunctionJudge(import_function(spec), name=spec)
-    model = load_reward_model(spec, trust_remote_code)
-    tokenizer = load_tokenizer(spec, trust_remote_code)
-    trained = saved_stage_config(spec)
-    if trained.get("pairwise"):  # a two-argument preference model: read its inputs as it was trained
-        from tether.judges.preference_model import PreferenceModelJudge
-
-        return PreferenceModelJudge(model, tokenizer, max_length=int(trained.get("max_length", 256)))
-    return RewardModelJudge(model, tokenizer)
-
-
-def saved_stage_config(folder: str) -> dict:
-    """The ``tether_config.yaml`` a stage saved beside its model ({} when there is none)."""
-    from pathlib import Path
-
-    import yaml
-
-    saved = Path(folder) / "tether_config.yaml"
-    if not saved.is_file():
-        return {}
-    return yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
-
-
-def load_llm_judge(path: str, overrides: list[str] | None = None) -> Any:
-    """The pairwise or pointwise LLM judge a ``JudgeConfig`` YAML file describes."""
-    from tether.config import JudgeConfig, load_config
-    from tether.judges.constitution import load_constitution
-    from tether.judges.llm import PairwiseLLMJudge, PointwiseLLMJudge
-
-    config = load_config(JudgeConfig, path, overrides)
-    constitution = load_constitution(config.constitution)
-    model = load_causal_lm(config.model, config.trust_remote_code).requires_grad_(False)
-    tokenizer = load_tokenizer(config.model, config.trust_remote_code)
-    common = {
-        "principle_mode": config.principle_mode,
-        "chat": config.chat_template,
-        "batch_size": config.batch_size,
-        "seed": config.seed,
-    }
-    if config.kind == "pairwise":
-        return PairwiseLLMJudge(model, tokenizer, constitution, swap=config.swap, **common)
-    return PointwiseLLMJudge(model, tokenizer, constitution, **common)

@@ -25,12 +25,12 @@ import torch
 from tqdm.auto import tqdm
 
 from tether import TetherError
-from tether.algorithms.collect import load_prompts
 from tether.config import CritiqueReviseConfig, save_config
 from tether.data.readers import write_jsonl
 from tether.judges.constitution import load_constitution
 from tether.models import load_causal_lm, load_tokenizer
 from tether.rollout import generate
+from tether.specs import load_prompts
 
 CRITIQUE_PREFIX = "Critique request: "
 REVISION_PREFIX = "Revision request: "

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from tether import TetherError
-from tether.algorithms.common import finish, load_policy, load_records
+from tether.algorithms.common import finish, load_policy
 from tether.algorithms.offline import (
     paired_reference_logps,
     reference_of,
@@ -30,6 +30,7 @@ from tether.losses.preference import PREFERENCE_LOSSES, combined_preference_loss
 from tether.models import TokenLogProbs, load_causal_lm
 from tether.models.forward import shares_prefixes
 from tether.ops.logprobs import IGNORE_INDEX
+from tether.specs import load_records
 
 
 def parse_loss_spec(spec: str) -> dict[str, float]:

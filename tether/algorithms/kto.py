@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from tether import TetherError
-from tether.algorithms.common import finish, load_policy, load_records
+from tether.algorithms.common import finish, load_policy
 from tether.algorithms.offline import (
     paired_reference_logps,
     reference_of,
@@ -31,6 +31,7 @@ from tether.engine import Trainer
 from tether.losses.unpaired import kto_loss
 from tether.models import TokenLogProbs
 from tether.models.forward import shares_prefixes
+from tether.specs import load_records
 
 
 def unpaired_examples(records: list[Record]) -> list[UnpairedExample]:

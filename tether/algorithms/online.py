@@ -28,8 +28,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from tether.algorithms.collect import load_prompts
-from tether.algorithms.common import finish_policy, load_policy, resolve_judge
+from tether.algorithms.common import finish_policy, load_policy
 from tether.config import ConfigError, RLConfig
 from tether.data.packing import unshare
 from tether.engine.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
@@ -49,6 +48,7 @@ from tether.rewards.validation import check_scores
 from tether.rollout.experience import Experience, concat, sample
 from tether.rollout.multiturn import sample_episodes
 from tether.rollout.rewards import AdaptiveKLController, penalise_unfinished, shaped_rewards
+from tether.specs import load_prompts, resolve_judge
 
 AdvantageFn = Callable[[Experience, RLConfig], None]
 LossFn = Callable[[dict, Experience, RLConfig, float], tuple[torch.Tensor, dict[str, torch.Tensor]]]

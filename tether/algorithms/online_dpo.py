@@ -18,12 +18,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from tether.algorithms.common import resolve_judge
 from tether.algorithms.dpo import loss_settings, parse_loss_spec, uses_reference
 from tether.algorithms.online import run_online
 from tether.config import IterativeDPOConfig, OnlineDPOConfig
 from tether.losses.preference import combined_preference_loss
 from tether.rollout.experience import Experience
+from tether.specs import load_prompts, resolve_judge
 
 
 def label_pairs(experience: Experience, config: OnlineDPOConfig) -> None:
@@ -81,7 +81,7 @@ def run_iterative_dpo(config: IterativeDPOConfig) -> dict[str, Any]:
     pairs, against the initial model or the previous round's policy (``reference``). Between the offline
     (one round, fixed data) and online (one step per batch) ends of the same idea.
     """
-    from tether.algorithms.collect import load_prompts, run_collect
+    from tether.algorithms.collect import run_collect
     from tether.algorithms.dpo import run_dpo
     from tether.config import CollectConfig, DPOConfig, narrow
     from tether.models import load_causal_lm, load_tokenizer

@@ -13,7 +13,7 @@ import dataclasses
 import random
 from typing import Any
 
-from tether.algorithms.common import fit_next_token, load_records
+from tether.algorithms.common import fit_next_token
 from tether.config import ConfigError, PretrainConfig
 from tether.data.formats import parse_text
 from tether.data.tokenize import TokenizedExample, pack, tokenize_texts
@@ -25,6 +25,7 @@ from tether.models import (
     load_tokenizer,
     train_tokenizer,
 )
+from tether.specs import load_records
 
 SIZE_FIELDS = {
     "transformer": ("hidden_size", "num_layers", "num_heads", "intermediate_size"),

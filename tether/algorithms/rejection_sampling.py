@@ -16,14 +16,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from tether.algorithms.collect import load_prompts
-from tether.algorithms.common import resolve_judge
 from tether.config import BestOfNConfig, RFTConfig, SFTConfig, narrow
 from tether.data.preference import as_messages
 from tether.data.readers import write_jsonl
 from tether.eval.aggregate import best_of_n_kl
 from tether.models import load_causal_lm, load_tokenizer
 from tether.rollout import generate
+from tether.specs import load_prompts, resolve_judge
 
 
 def best_of_n(

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from tether.algorithms.common import finish, load_records
+from tether.algorithms.common import finish
 from tether.algorithms.offline import split_records
 from tether.config import RewardModelConfig
 from tether.data.packing import pack_examples, share_prefixes
@@ -42,6 +42,7 @@ from tether.models import apply_lora, load_tokenizer
 from tether.models.forward import shares_prefixes
 from tether.models.reward import ScalarReward, reward_model_from_lm
 from tether.ops.logprobs import IGNORE_INDEX
+from tether.specs import load_records
 
 
 @dataclass

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
-from tether.algorithms.common import fit_next_token, load_policy, load_records
+from tether.algorithms.common import fit_next_token, load_policy
 from tether.config import SFTConfig
 from tether.data.formats import SFTExample, parse_sft
 from tether.data.templates import ensure_chat_template
 from tether.data.tokenize import TokenizedExample, tokenize_sft
+from tether.specs import load_records
 
 
 def tokenize_examples(

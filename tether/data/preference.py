@@ -45,7 +45,8 @@ class UnpairedExample:
     where: str
 
 
-def _text(record: Record, field: str) -> Text:
+def text_or_messages(record: Record, field: str) -> Text:
+    """A record's ``field`` as a string or a checked list of messages (a one-line error otherwise)."""
     value = record.data.get(field)
     if isinstance(value, str):
         return value
@@ -98,7 +99,7 @@ def parse_preference(record: Record) -> list[PreferencePair]:
     """The pairs a pairwise or rankings record holds."""
     data = record.data
     if "completions" in data or "ranks" in data:
-        prompt = _text(record, "prompt")
+        prompt = text_or_messages(record, "prompt")
         completions, ranks = data.get("completions"), data.get("ranks")
         if not isinstance(completions, list) or len(completions) < 2:
             raise record.error(
@@ -109,7 +110,7 @@ def parse_preference(record: Record) -> list[PreferencePair]:
         for index, rank in enumerate(ranks):
             if isinstance(rank, bool) or not isinstance(rank, (int, float)):
                 raise record.error(f"ranks[{index}]", f"expected a number, got {_describe(rank)}")
-        texts = [_text(Record({"c": c}, record.source, record.line), "c") for c in completions]
+        texts = [text_or_messages(Record({"c": c}, record.source, record.line), "c") for c in completions]
         # Duplicate completions with different ranks contradict each other: keep each text's best rank.
         best: dict[str, float] = {}
         for text, rank in zip(texts, ranks):
@@ -123,8 +124,8 @@ def parse_preference(record: Record) -> list[PreferencePair]:
         raise record.error(
             missing, "missing (a preference record needs chosen and rejected, or completions and ranks)"
         )
-    chosen, rejected = _text(record, "chosen"), _text(record, "rejected")
-    prompt = _text(record, "prompt") if "prompt" in data else None
+    chosen, rejected = text_or_messages(record, "chosen"), text_or_messages(record, "rejected")
+    prompt = text_or_messages(record, "prompt") if "prompt" in data else None
     if prompt is None:
         prompt, chosen, rejected = _split_implicit_prompt(record, chosen, rejected)
     if chosen == rejected:
@@ -137,7 +138,9 @@ def parse_unpaired(record: Record) -> UnpairedExample:
     label = record.data.get("label")
     if not isinstance(label, bool):
         raise record.error("label", f"expected true or false, got {_describe(label)}")
-    return UnpairedExample(_text(record, "prompt"), _text(record, "completion"), label, record.where)
+    return UnpairedExample(
+        text_or_messages(record, "prompt"), text_or_messages(record, "completion"), label, record.where
+    )
 
 
 def as_messages(prompt: Text, response: Text) -> list[Message]:

@@ -128,7 +128,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ loop
 
     def fit(self) -> dict[str, float]:
-        """Train to ``total_steps`` (resuming if asked); return the final evaluation metrics."""
+        """Train to ``total_steps`` (resuming if asked); return the final evaluation metrics, after the
+        step reached and the last step's training ``loss``."""
         config, accelerator = self.config, self.accelerator
         self._maybe_resume()
         bar = tqdm(
@@ -157,7 +158,8 @@ class Trainer:
         final = self.evaluate()
         self.logger.log(self.step, final)
         self.logger.close()
-        return final
+        last = {"loss": self.history[-1]["loss"]} if self.history else {}
+        return {"step": self.step, **last, **final}
 
     def train_step(self) -> dict[str, float]:
         """One optimiser step over ``grad_accum_steps`` micro-batches; returns the step's metrics."""

@@ -10,7 +10,7 @@ Each term is ``NAME[OPTION=VALUE,…]:WEIGHT`` (options and weight optional, wei
 arguments of its function in ``tether.rewards.verifiable``. ``answers=gym:TASK`` takes each row's
 reference answer from the gym task (``Task.reference_answer``: the arithmetic task computes the sum its
 prompt asks for); without it the caller passes ``answers=`` to ``score`` (e.g. the ``answer`` field of
-the prompt records, ``load_reference_answers``).
+the prompt records, ``tether.specs.load_reference_answers``).
 
 ``resolve_reward(spec)`` (or ``combine(weights)`` from Python) gives a ``CombinedReward``: a judge whose
 ``score(prompts, completions)`` is Σ_k w_k r_k, and whose ``score_components`` also returns every r_k
@@ -40,7 +40,7 @@ from tether.rewards.verifiable import (
 )
 
 VERIFIABLE_PREFIX = "verifiable:"
-GYM_PREFIX = "gym:"  # a gym task's spec; tether.algorithms.common uses these two as well
+GYM_PREFIX = "gym:"  # a gym task's spec; tether.specs uses these two as well
 
 RewardFn = Callable[..., Sequence[float]]
 
@@ -267,24 +267,6 @@ def resolve_reward(spec: str, seed: int = 0) -> CombinedReward:
     return _build(parse_reward_spec(body), seed, VERIFIABLE_PREFIX + body)
 
 
-def load_reference_answers(spec: str, n: int, seed: int, split: str = "train") -> list[str | None]:
-    """The reference answer of each of the ``n`` prompts ``load_prompts(spec, n, seed, split)`` reads, in
-    the same order: a gym task's ``reference_answer`` of the prompt, or a record's ``answer`` field (None
-    where there is none)."""
-    from tether.gym import get_task
-
-    if spec.startswith(GYM_PREFIX):
-        task = get_task(spec[len(GYM_PREFIX) :], seed=seed)
-        return [task.reference_answer(prompt) for prompt in task.prompts(split, n=n)]
-    from tether.algorithms.common import load_records
-
-    answers = []
-    for record in load_records(spec, "prompts", seed)[:n]:
-        value = record.data.get("answer")
-        answers.append(None if value is None else str(value))
-    return answers
-
-
 __all__ = [
     "REWARDS",
     "VERIFIABLE_PREFIX",
@@ -297,7 +279,6 @@ __all__ = [
     "format_reward",
     "get_reward",
     "length_penalty",
-    "load_reference_answers",
     "overlong_penalty",
     "parse_reward_spec",
     "register_reward",

@@ -16,7 +16,9 @@ from tether.rollout import recurrent, sampler
 # What ``generate`` would otherwise take from transformers' defaults or a checkpoint's generation config
 # (top_k=50, a repetition penalty, a minimum length, …): set to no-ops, so samples follow π^(1/T) — top-p
 # aside — as the log-probs, importance ratios and KL estimates assume, and greedy decoding is plain argmax.
-PLAIN_DECODING = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "min_length": 0, "min_new_tokens": 0}
+# ``min_new_tokens`` takes precedence over a checkpoint's ``min_length``; passing both would only make
+# transformers warn on every call that both were set.
+PLAIN_DECODING = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "min_new_tokens": 0}
 PLAIN_SAMPLING = {
     **PLAIN_DECODING,
     "top_k": 0,
