@@ -73,7 +73,7 @@ class TrainConfig:
     tensorboard: bool = option(True, "Also log to TensorBoard (output_dir/tensorboard).")
     progress: bool = option(True, "Show a progress bar with loss, rate and ETA.")
     mixed_precision: Literal["no", "bf16", "fp16"] = option(
-        "no", "Autocast precision (fp32 is fastest on CPU)."
+        "no", "Autocast precision of the training forwards (fp32 is fastest on CPU; fp16 needs a GPU)."
     )
     nan_policy: Literal["stop", "skip"] = option(
         "stop",
