@@ -349,6 +349,20 @@ class RLConfig(ModelConfig, TrainConfig):
         0.0, "Fraction of iterations spent warming the learning rate up.", minimum=0.0
     )
     lr_scheduler: Literal["cosine", "linear", "constant"] = option("constant", "Decay after warm-up.")
+    log_every: int = option(1, "Write metrics every N iterations (and at the last).", minimum=1)
+    num_epochs: float = option(
+        1.0,
+        "Not used online (refused if set): max_steps iterations, ppo_epochs passes over each batch.",
+        minimum=0.0,
+    )
+    eval_every: int = option(
+        0,
+        "Not used online (refused if set): no evaluation during training; gold=… scores every batch.",
+        minimum=0,
+    )
+    eval_batch_size: int = option(
+        32, "Not used online (refused if set): no evaluation during training.", minimum=1
+    )
 
 
 @dataclass

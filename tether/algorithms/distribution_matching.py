@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from tether.algorithms.common import load_policy
-from tether.algorithms.online import LoopHooks, forward, run_online
+from tether.algorithms.online import run_online
+from tether.algorithms.online_batch import LoopHooks, forward
 from tether.config import DistributionMatchingConfig
 from tether.losses.distribution import brain_loss, dpg_loss, should_update_proposal
 from tether.models.lora import frozen_copy, merged

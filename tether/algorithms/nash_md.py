@@ -22,7 +22,8 @@ from typing import Any
 import torch
 
 from tether.algorithms.common import load_policy
-from tether.algorithms.online import LoopHooks, run_online
+from tether.algorithms.online import run_online
+from tether.algorithms.online_batch import LoopHooks
 from tether.config import ConfigError, NashMDConfig
 from tether.losses.nash import nash_md_loss, preference_from_rewards
 from tether.models.lora import frozen_copy, is_peft_model
