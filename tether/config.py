@@ -349,6 +349,12 @@ class RLConfig(ModelConfig, TrainConfig):
         0.0, "Fraction of iterations spent warming the learning rate up.", minimum=0.0
     )
     lr_scheduler: Literal["cosine", "linear", "constant"] = option("constant", "Decay after warm-up.")
+    grad_accum_steps: int = option(
+        1,
+        "Minibatches accumulated into one optimiser step, each weighed by its share of the loss items: N "
+        "minibatches of minibatch_size rows give the step of one minibatch of N·minibatch_size rows.",
+        minimum=1,
+    )
     log_every: int = option(1, "Write metrics every N iterations (and at the last).", minimum=1)
     num_epochs: float = option(
         1.0,

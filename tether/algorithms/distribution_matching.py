@@ -45,6 +45,11 @@ def distribution_loss(out: dict, minibatch: Experience, config: DistributionMatc
     return losses.sum() / (policy.shape[0] // config.group_size), metrics
 
 
+def prompt_groups(minibatch: Experience, config: DistributionMatchingConfig) -> float:
+    """The groups ``distribution_loss`` averages over: weighs accumulated minibatches."""
+    return float(minibatch.sequences.shape[0] // config.group_size)
+
+
 def adaptive_proposal(config: DistributionMatchingConfig, policy: Any) -> LoopHooks:
     """Off-policy DPG's frozen proposal q and the rule that moves it to π_θ (see the module docstring)."""
     proposal = frozen_copy(policy)
@@ -87,4 +92,4 @@ def run_distribution_matching(config: DistributionMatchingConfig) -> dict[str, f
         policy, _ = load_policy(config)
         hooks = adaptive_proposal(config, policy)
         del policy
-    return run_online(config, "none", no_advantages, distribution_loss, hooks)
+    return run_online(config, "none", no_advantages, distribution_loss, hooks, count_fn=prompt_groups)

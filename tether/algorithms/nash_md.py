@@ -68,6 +68,11 @@ def nash_loss(out: dict, minibatch: Experience, config: NashMDConfig, kl_coef: f
     return (losses * players).sum() / players.sum().clamp(min=1.0), metrics
 
 
+def player_rows(minibatch: Experience, config: NashMDConfig) -> float:
+    """The rows ``nash_loss`` averages over (the players): weighs accumulated minibatches."""
+    return float(minibatch.extras["player"].sum())
+
+
 def mixture_opponent(config: NashMDConfig):
     """The logits processors that make the odd rows of each batch sample from π_θ^β."""
 
@@ -132,4 +137,4 @@ def run_nash_md(config: NashMDConfig) -> dict[str, float]:
         hooks = past_policies_opponent(config, policy)
     else:
         hooks = LoopHooks(opponent=mixture_opponent(config) if config.opponent == "mixture" else None)
-    return run_online(config, "none", pair_preferences, nash_loss, hooks)
+    return run_online(config, "none", pair_preferences, nash_loss, hooks, count_fn=player_rows)

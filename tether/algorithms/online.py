@@ -7,8 +7,8 @@
    log π_old and V(s_t) when the update needs them; the shaped reward r_t = −β·KL_t (+ score at the last
    token), or the KL kept for a loss term (``losses/policy.py: kl_penalty_loss``);
 4. **advantages** and returns — the part each algorithm defines (``advantage_fn``);
-5. **K epochs of minibatches**: the algorithm's loss (``loss_fn``), backward, an optimiser step (clipped;
-   none on a non-finite loss or gradient: ``engine/guard.py``);
+5. **K epochs of minibatches**: the algorithm's loss (``loss_fn``) and backward; an optimiser step every
+   ``grad_accum_steps`` minibatches (clipped; none on a non-finite loss or gradient: ``engine/guard.py``);
 6. **after the update**: the algorithm's hook, β adapted, one metrics row with the same keys for every
    algorithm, a checkpoint every ``save_every`` iterations.
 
@@ -52,6 +52,7 @@ from tether.rollout.rewards import AdaptiveKLController
 
 AdvantageFn = Callable[[Experience, RLConfig], None]
 LossFn = Callable[[dict, Experience, RLConfig, float], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+CountFn = Callable[[Experience, RLConfig], float]
 
 # Fields every stage config inherits from TrainConfig that mean nothing in this loop: refused when set.
 NOT_ONLINE = {
@@ -68,13 +69,16 @@ def run_online(
     advantage_fn: AdvantageFn,
     loss_fn: LossFn,
     hooks: LoopHooks | None = None,
+    count_fn: CountFn | None = None,
 ) -> dict[str, float]:
     """The shared loop (module docstring); returns the last iteration's metrics.
 
-    ``hooks.state``: what an algorithm carries across iterations (REINFORCE's moving baseline); it is checkpointed with the session (every ``save_every``
+    ``count_fn(minibatch, config)``: how many items ``loss_fn`` averages over (default ``loss_items``),
+    which weighs minibatches accumulated into one step. ``hooks.state``: what an algorithm carries across
+    iterations (REINFORCE's moving baseline); it is checkpointed with the session (every ``save_every``
     steps: policy, value head, optimiser, RNG states, β, ``hooks.models()``) and restored, in place, by
     ``resume``. A resumed run continues exactly as the uninterrupted one would."""
-    hooks = hooks or LoopHooks()
+    hooks, count_fn = hooks or LoopHooks(), count_fn or loss_items
     check_online_settings(config, hooks)
     run = start_online(config, value_mode, hooks)
     session = run.session
@@ -84,7 +88,7 @@ def run_online(
         experience, refill_metrics = collect(run, step)  # 1–3: sample, score, reference log-probs
         advantage_fn(experience, config)  # 4: fills experience.advantages (and .returns)
         lr = session.set_learning_rate(step)
-        row = update(session, experience, config, loss_fn, run.kl_control.value, step)  # 5
+        row = update(session, experience, config, loss_fn, count_fn, run.kl_control.value, step)  # 5
         row.update(after_update(run, experience), **refill_metrics, lr=lr)  # 6: hooks, vLLM, β
         row.update(batch_metrics(run, experience))
         session.log(step + 1, row)  # every log_every iterations and the last
@@ -237,24 +241,35 @@ def update(
     experience: Experience,
     config: RLConfig,
     loss_fn: LossFn,
+    count_fn: CountFn,
     kl_coef: float,
     step: int,
 ) -> dict[str, float]:
     """Step 5: ``ppo_epochs`` passes over the batch in shuffled minibatches of whole groups, an optimiser
-    step on each. Returns each metric's mean over minibatches."""
-    n = experience.sequences.shape[0]
+    step every ``grad_accum_steps`` of them. Each minibatch's loss, a mean over its loss items, is weighed
+    by its share of the step's items (``count_fn``), so N minibatches of m rows give the gradient of one
+    minibatch of N·m rows. Returns each metric's mean over minibatches (``grad_norm``'s over steps)."""
+    n, accumulate = experience.sequences.shape[0], config.grad_accum_steps
     sums: dict[str, float] = {}
-    minibatches = 0
+    norms, minibatches = [], 0
     for _ in range(config.ppo_epochs):
-        for rows in shuffled_minibatches(n, config.group_size, config.minibatch_size):
-            minibatch = experience.select(rows)
-            loss, metrics = minibatch_loss(session, experience, rows, minibatch, config, loss_fn, kl_coef)
-            session.accelerator.backward(loss)
-            metrics["grad_norm"] = session.optimizer_step(step + 1, loss)
-            minibatches += 1
-            for key, value in {"loss": loss, **metrics}.items():
-                sums[key] = sums.get(key, 0.0) + float(torch.as_tensor(value).detach())
-    return {k: v / minibatches for k, v in sums.items()}
+        order = shuffled_minibatches(n, config.group_size, config.minibatch_size)
+        for first in range(0, len(order), accumulate):
+            chunk = [(rows, experience.select(rows)) for rows in order[first : first + accumulate]]
+            weights = item_shares([count_fn(minibatch, config) for _, minibatch in chunk])
+            step_loss = 0.0
+            for i, ((rows, minibatch), weight) in enumerate(zip(chunk, weights)):
+                with session.accumulating(last=i == len(chunk) - 1):
+                    loss, metrics = minibatch_loss(
+                        session, experience, rows, minibatch, config, loss_fn, kl_coef
+                    )
+                    session.accelerator.backward(loss * weight)
+                step_loss += weight * float(loss.detach())
+                minibatches += 1
+                for key, value in {"loss": loss, **metrics}.items():
+                    sums[key] = sums.get(key, 0.0) + float(torch.as_tensor(value).detach())
+            norms.append(session.optimizer_step(step + 1, step_loss))
+    return {**{k: v / minibatches for k, v in sums.items()}, "grad_norm": sum(norms) / len(norms)}
 
 
 def shuffled_minibatches(n: int, group_size: int, minibatch_size: int) -> list[torch.Tensor]:
@@ -266,6 +281,12 @@ def shuffled_minibatches(n: int, group_size: int, minibatch_size: int) -> list[t
     groups = torch.randperm(n // group_size)
     rows = (groups[:, None] * group_size + torch.arange(group_size)).flatten()
     return list(rows.split(rows_per_minibatch(group_size, minibatch_size)))
+
+
+def item_shares(counts: list[float]) -> list[float]:
+    """Each minibatch's share of an optimiser step's loss items; equal shares when none holds any."""
+    total = sum(counts)
+    return [c / total for c in counts] if total > 0 else [1.0 / len(counts)] * len(counts)
 
 
 def minibatch_loss(
@@ -322,6 +343,15 @@ def batch_metrics(run: OnlineRun, experience: Experience) -> dict[str, float]:
     if run.gold is not None:
         row["reward/gold"] = sum(run.gold.score(experience.prompts, experience.completions)) / n
     return row
+
+
+def loss_items(minibatch: Experience, config: RLConfig) -> float:
+    """The items a policy loss aggregated by ``loss_agg`` averages over: response tokens for
+    ``token_mean``, responses with at least one token for the sequence means."""
+    mask = minibatch.response_mask
+    if config.loss_agg == "token_mean":
+        return float(mask.sum())
+    return float((mask.sum(-1) > 0).sum())
 
 
 def kl_loss_term(

@@ -8,6 +8,7 @@ next prompts. ``forward`` is the policy/value forward every update uses.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -187,7 +188,7 @@ def add_logprobs(
     module: PolicyValue, reference: Any, experience: Experience, config: RLConfig, hooks: LoopHooks
 ) -> None:
     """Step 3's forwards: log π_ref; log π_old (the proposal's when it sampled) and V(s_t) — unless the
-    batch gets one gradient step, whose own forward then gives π_old (``single_on_policy_update``)."""
+    batch gets one optimiser step, whose own forward then gives π_old (``single_on_policy_update``)."""
     experience.ref_logprobs = reference_logprobs(reference, experience, config.temperature)
     if hooks.proposal is not None:  # samples of q: π_old is q
         experience.old_logprobs = reference_logprobs(hooks.proposal, experience, config.temperature)
@@ -262,11 +263,17 @@ def rows_per_minibatch(group_size: int, minibatch_size: int) -> int:
 
 
 def single_on_policy_update(config: RLConfig, module: PolicyValue, n: int) -> bool:
-    """One gradient step on the whole batch, with no value head and no KL in the reward: then
-    π_old = π at that step, and a separate no-grad forward for log π_old would be wasted."""
+    """One optimiser step on the whole batch — one epoch, whose minibatches all fall into one gradient
+    accumulation — with no value head and no KL in the reward: then π_old = π at that step (the weights
+    move only after it), and a separate no-grad forward for log π_old would be wasted."""
+    minibatches = (
+        1
+        if config.minibatch_size >= n
+        else math.ceil(n / rows_per_minibatch(config.group_size, config.minibatch_size))
+    )
     return (
         config.ppo_epochs == 1
-        and config.minibatch_size >= n
+        and minibatches <= config.grad_accum_steps
         and module.value_head is None
         and not config.kl_in_reward
     )
