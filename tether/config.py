@@ -73,7 +73,7 @@ class TrainConfig:
     tensorboard: bool = option(True, "Also log to TensorBoard (output_dir/tensorboard).")
     progress: bool = option(True, "Show a progress bar with loss, rate and ETA.")
     mixed_precision: Literal["no", "bf16", "fp16"] = option(
-        "no", "Autocast precision (fp32 is fastest on CPU)."
+        "no", "Autocast precision of the training forwards (fp32 is fastest on CPU; fp16 needs a GPU)."
     )
     nan_policy: Literal["stop", "skip"] = option(
         "stop",
@@ -349,6 +349,26 @@ class RLConfig(ModelConfig, TrainConfig):
         0.0, "Fraction of iterations spent warming the learning rate up.", minimum=0.0
     )
     lr_scheduler: Literal["cosine", "linear", "constant"] = option("constant", "Decay after warm-up.")
+    grad_accum_steps: int = option(
+        1,
+        "Minibatches accumulated into one optimiser step, each weighed by its share of the loss items: N "
+        "minibatches of minibatch_size rows give the step of one minibatch of N·minibatch_size rows.",
+        minimum=1,
+    )
+    log_every: int = option(1, "Write metrics every N iterations (and at the last).", minimum=1)
+    num_epochs: float = option(
+        1.0,
+        "Not used online (refused if set): max_steps iterations, ppo_epochs passes over each batch.",
+        minimum=0.0,
+    )
+    eval_every: int = option(
+        0,
+        "Not used online (refused if set): no evaluation during training; gold=… scores every batch.",
+        minimum=0,
+    )
+    eval_batch_size: int = option(
+        32, "Not used online (refused if set): no evaluation during training.", minimum=1
+    )
 
 
 @dataclass

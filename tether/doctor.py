@@ -413,7 +413,7 @@ def grpo_step(
     prompt once per group) over the whole step, sampling included."""
     import torch
 
-    from tether.algorithms.online import forward, make_experience
+    from tether.algorithms.online_batch import forward, make_experience
     from tether.algorithms.policy_gradient import pg_advantages, pg_loss
     from tether.config import PGConfig
     from tether.engine.optim import build_optimizer

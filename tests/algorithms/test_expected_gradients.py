@@ -20,7 +20,8 @@ import torch
 
 from tether.algorithms.distribution_matching import distribution_loss, no_advantages
 from tether.algorithms.nash_md import nash_loss, pair_preferences
-from tether.algorithms.online import check_kl_settings, score_experience
+from tether.algorithms.online import check_kl_settings
+from tether.algorithms.online_batch import score_experience
 from tether.algorithms.policy_gradient import pg_advantages, pg_loss
 from tether.algorithms.ppo import ppo_advantages, ppo_loss
 from tether.config import ConfigError, DistributionMatchingConfig, NashMDConfig, PGConfig, PPOConfig

@@ -10,7 +10,8 @@ import torch
 from tether import TetherError
 from tether.algorithms.distribution_matching import run_distribution_matching
 from tether.algorithms.nash_md import pair_preferences, run_nash_md
-from tether.algorithms.online import make_experience, shuffled_minibatches
+from tether.algorithms.online import shuffled_minibatches
+from tether.algorithms.online_batch import make_experience
 from tether.algorithms.online_dpo import label_pairs, run_online_dpo
 from tether.algorithms.policy_gradient import pg_advantages, run_policy_gradient
 from tether.algorithms.ppo import run_ppo
@@ -404,7 +405,7 @@ def test_an_interrupted_online_run_resumes_to_the_same_policy(tiny_folder, tmp_p
 
 def test_a_proposal_model_samples_and_supplies_pi_old(make_model, tokenizer):
     """Off-policy DPG: rows are sampled from q and π_old = log q, not log π_θ."""
-    from tether.algorithms.online import LoopHooks, reference_logprobs
+    from tether.algorithms.online_batch import LoopHooks, reference_logprobs
 
     torch.manual_seed(0)
     module, proposal = PolicyValue(make_model(seed=0), "none"), make_model(seed=5)

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from tether.algorithms.online import LoopHooks, forward, refilled
+from tether.algorithms.online_batch import LoopHooks, forward, refilled
 from tether.algorithms.policy_gradient import clip_range, pg_loss, run_policy_gradient
 from tether.config import ConfigError, PGConfig
 from tether.models import save_model

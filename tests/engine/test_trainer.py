@@ -171,3 +171,19 @@ def test_grouped_batches_keep_a_group_together(tmp_path, make_model, sft_data, t
         assert changes == 7  # 8 groups, each in one contiguous run
         epochs.append(runs[::6])
     assert epochs[0] != epochs[1]  # the group order is reshuffled each epoch
+
+
+def test_stages_of_one_process_may_differ_in_precision(tmp_path, make_model, sft_data, tokenizer):
+    # Accelerate keeps one precision per process: the pipeline's next stage used to fail on a change.
+    losses = {}
+    for precision in ("bf16", "no"):
+        trainer = make_trainer(
+            config(tmp_path / precision, mixed_precision=precision, max_steps=1),
+            make_model(1),
+            sft_data,
+            tokenizer,
+        )
+        assert trainer.accelerator.mixed_precision == precision
+        losses[precision] = trainer.train_step()["loss"]
+    # The same first batch and weights: bf16 autocast moves the loss a little, not a lot.
+    assert losses["bf16"] != losses["no"] and losses["bf16"] == pytest.approx(losses["no"], rel=0.02)

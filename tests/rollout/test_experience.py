@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tether.algorithms.online import forward
+from tether.algorithms.online_batch import forward
 from tether.models import apply_lora
 from tether.models.forward import token_logprobs
 from tether.models.value import PolicyValue

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tether.algorithms.online import forward
+from tether.algorithms.online_batch import forward
 from tether.data.templates import CHATML_TEMPLATE, PLAIN_TEMPLATE, render
 from tether.models.value import PolicyValue
 from tether.rollout.multiturn import chat_delta, sample_episodes

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from tether.algorithms.common import load_policy
-from tether.algorithms.online import LoopHooks, forward, run_online
+from tether.algorithms.online import run_online
+from tether.algorithms.online_batch import LoopHooks, forward
 from tether.config import DistributionMatchingConfig
 from tether.losses.distribution import brain_loss, dpg_loss, should_update_proposal
 from tether.models.lora import frozen_copy, merged
@@ -42,6 +43,11 @@ def distribution_loss(out: dict, minibatch: Experience, config: DistributionMatc
         policy, proposal, reference, minibatch.scores, config.beta, group_size=config.group_size
     )
     return losses.sum() / (policy.shape[0] // config.group_size), metrics
+
+
+def prompt_groups(minibatch: Experience, config: DistributionMatchingConfig) -> float:
+    """The groups ``distribution_loss`` averages over: weighs accumulated minibatches."""
+    return float(minibatch.sequences.shape[0] // config.group_size)
 
 
 def adaptive_proposal(config: DistributionMatchingConfig, policy: Any) -> LoopHooks:
@@ -86,4 +92,4 @@ def run_distribution_matching(config: DistributionMatchingConfig) -> dict[str, f
         policy, _ = load_policy(config)
         hooks = adaptive_proposal(config, policy)
         del policy
-    return run_online(config, "none", no_advantages, distribution_loss, hooks)
+    return run_online(config, "none", no_advantages, distribution_loss, hooks, count_fn=prompt_groups)

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 
 from tether.algorithms.common import load_policy
-from tether.algorithms.online import LoopHooks, run_online
+from tether.algorithms.online import run_online
+from tether.algorithms.online_batch import LoopHooks
 from tether.config import ConfigError, NashMDConfig
 from tether.losses.nash import nash_md_loss, preference_from_rewards
 from tether.models.lora import frozen_copy, is_peft_model
@@ -65,6 +66,11 @@ def nash_loss(out: dict, minibatch: Experience, config: NashMDConfig, kl_coef: f
     )
     players = minibatch.extras["player"]
     return (losses * players).sum() / players.sum().clamp(min=1.0), metrics
+
+
+def player_rows(minibatch: Experience, config: NashMDConfig) -> float:
+    """The rows ``nash_loss`` averages over (the players): weighs accumulated minibatches."""
+    return float(minibatch.extras["player"].sum())
 
 
 def mixture_opponent(config: NashMDConfig):
@@ -131,4 +137,4 @@ def run_nash_md(config: NashMDConfig) -> dict[str, float]:
         hooks = past_policies_opponent(config, policy)
     else:
         hooks = LoopHooks(opponent=mixture_opponent(config) if config.opponent == "mixture" else None)
-    return run_online(config, "none", pair_preferences, nash_loss, hooks)
+    return run_online(config, "none", pair_preferences, nash_loss, hooks, count_fn=player_rows)

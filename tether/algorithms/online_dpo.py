@@ -65,13 +65,18 @@ def make_online_dpo_loss(config: OnlineDPOConfig) -> Callable[..., tuple[torch.T
     return loss_fn
 
 
+def decided_pairs(minibatch: Experience, config: OnlineDPOConfig) -> float:
+    """The pairs the loss averages over (those the judge decided): weighs accumulated minibatches."""
+    return float(minibatch.extras["decided"].view(-1, 2)[:, 0].sum())
+
+
 def run_online_dpo(config: OnlineDPOConfig) -> dict[str, float]:
     """Run online DPO; returns the last step's metrics."""
     if config.group_size != 2:
         from tether.config import ConfigError
 
         raise ConfigError("field 'group_size': online DPO samples exactly 2 responses per prompt (a pair)")
-    return run_online(config, "none", label_pairs, make_online_dpo_loss(config))
+    return run_online(config, "none", label_pairs, make_online_dpo_loss(config), count_fn=decided_pairs)
 
 
 def run_iterative_dpo(config: IterativeDPOConfig) -> dict[str, Any]:

@@ -10,7 +10,7 @@ Ouyang et al. 2022):
   [1 − ε, 1 + ε] so that one batch cannot move the policy far;
 - an optional entropy bonus keeps the policy exploring.
 
-The shared loop (sample → reference → score → shaped reward → update) is in ``online.py``.
+The shared loop (sample → score → reference → shaped reward → update) is in ``online.py``.
 """
 
 from __future__ import annotations

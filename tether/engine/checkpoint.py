@@ -2,7 +2,9 @@
 
 A checkpoint holds what Accelerate's ``save_state`` writes (model, optimiser, RNG states of every process)
 plus ``trainer_state.json`` with the step — which fixes the learning-rate schedule and the data position,
-both pure functions of the step.
+both pure functions of the step — and whatever else the loop carries (β, a moving baseline, counters), and
+``extra_models/NAME.safetensors`` for the models a loop holds besides the prepared one (off-policy DPG's
+proposal, Nash-MD's past policies).
 """
 
 from __future__ import annotations
@@ -51,6 +53,27 @@ def save_checkpoint(
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def save_models(models: dict[str, Any], folder: Path) -> None:
+    """``models`` (by name) as ``folder/extra_models/NAME.safetensors``."""
+    from safetensors.torch import save_file
+
+    target = folder / "extra_models"
+    target.mkdir()
+    for name, model in models.items():
+        save_file(
+            {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()},
+            target / f"{name}.safetensors",
+        )
+
+
+def load_models(models: dict[str, Any], folder: str | Path) -> None:
+    """Restore what ``save_models`` wrote into ``models`` (the same names)."""
+    from safetensors.torch import load_file
+
+    for name, model in models.items():
+        model.load_state_dict(load_file(Path(folder) / "extra_models" / f"{name}.safetensors"))
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:

@@ -13,6 +13,9 @@ processes the same as one with the same global batch.
 Data order is a pure function of (seed, epoch): step s reads its global batch at a fixed position of that
 epoch's permutation, and each process reads its own slice of every micro-batch. A resumed run therefore
 needs only the step to continue exactly where it stopped.
+
+The accelerator, optimiser, schedule, guard, log and checkpoints are a ``Session`` (``session.py``), built
+the same way as the online loop's.
 """
 
 from __future__ import annotations
@@ -20,21 +23,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 
 from tether import TetherError
 from tether.config import TrainConfig
-from tether.engine.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from tether.engine.guard import NanGuard
-from tether.engine.logging import MetricLogger
-from tether.engine.optim import build_optimizer, lr_multiplier, set_learning_rate
-from tether.models.save import check_finite_weights
+from tether.engine.session import Session, build_accelerator
 
 Batch = dict[str, torch.Tensor]
 LossFn = Callable[[torch.nn.Module, Batch], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -65,18 +62,13 @@ class Trainer:
         if groups is not None and len(groups) != len(train_data):
             raise ValueError(f"{len(groups)} group ids for {len(train_data)} training examples")
         self.groups = None if groups is None else torch.as_tensor(groups)
-        # Without an accelerator, cpu=True lets Accelerate run DDP over gloo when launched by torchrun.
-        cpu_only = not (
-            torch.cuda.is_available()
-            or (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-        )
-        self.accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision, cpu=cpu_only)
+        accelerator = accelerator or build_accelerator(config.mixed_precision)
         set_seed(config.seed)
         self.train_data, self.eval_data = train_data, eval_data
         self.collate, self.loss_fn, self.count_fn = collate, loss_fn, count_fn
         self.evaluate_fn = evaluate_fn
 
-        world = self.accelerator.num_processes
+        world = accelerator.num_processes
         self.micro_batch = config.batch_size * world  # examples per micro-step over all processes
         self.global_batch = self.micro_batch * config.grad_accum_steps
         self.steps_per_epoch = len(train_data) // self.global_batch
@@ -86,19 +78,14 @@ class Trainer:
                 f"{self.global_batch} (batch_size × grad_accum_steps × processes); lower batch_size"
             )
         self.total_steps = config.max_steps or max(1, math.ceil(config.num_epochs * self.steps_per_epoch))
-        self.warmup_steps = round(config.warmup_ratio * self.total_steps)
-
-        optimizer = build_optimizer(
-            module.named_parameters(),
-            config.learning_rate,
-            config.weight_decay,
-            (config.adam_beta1, config.adam_beta2),
+        # The accelerator, optimiser, schedule, guard, log and checkpoints, built as the online loop's are.
+        self.session = Session(config, module, self.total_steps, accelerator)
+        self.accelerator, self.module, self.optimizer = (
+            accelerator,
+            self.session.module,
+            self.session.optimizer,
         )
-        self.module, self.optimizer = self.accelerator.prepare(module, optimizer)
-        self.logger = MetricLogger(
-            config.output_dir, self.accelerator.is_main_process, config.tensorboard, fresh=not config.resume
-        )
-        self.guard = NanGuard(config.nan_policy, config.max_nan_skips)
+        self.logger, self.guard = self.session.logger, self.session.guard
         self.step = 0
         self.history: list[dict[str, float]] = []
 
@@ -130,15 +117,9 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         """Train to ``total_steps`` (resuming if asked); return the final evaluation metrics, after the
         step reached and the last step's training ``loss``."""
-        config, accelerator = self.config, self.accelerator
-        self._maybe_resume()
-        bar = tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            desc=f"train {config.output_dir}",
-            disable=not (config.progress and accelerator.is_main_process),
-            dynamic_ncols=True,
-        )
+        config, session = self.config, self.session
+        self.step = int(session.resume().get("step", 0))
+        bar = session.progress_bar(f"train {config.output_dir}", initial=self.step)
         items_seen, started = 0.0, time.perf_counter()
         while self.step < self.total_steps:
             row = self.train_step()
@@ -146,28 +127,22 @@ class Trainer:
             self.step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
-            if self.step % config.log_every == 0 or self.step == self.total_steps:
-                row["items_per_s"] = items_seen / max(time.perf_counter() - started, 1e-9)
-                self.logger.log(self.step, row)
+            row["items_per_s"] = items_seen / max(time.perf_counter() - started, 1e-9)
+            session.log(self.step, row)
             if config.eval_every and self.step % config.eval_every == 0 and self.step < self.total_steps:
                 self.logger.log(self.step, self.evaluate())
-            if config.save_every and self.step % config.save_every == 0:
-                check_finite_weights(self.module.named_parameters(), f"checkpoint step-{self.step}")
-                save_checkpoint(accelerator, config.output_dir, self.step, {}, config.keep_checkpoints)
+            session.checkpoint(self.step, {})
         bar.close()
         final = self.evaluate()
         self.logger.log(self.step, final)
-        self.logger.close()
+        session.close()
         last = {"loss": self.history[-1]["loss"]} if self.history else {}
         return {"step": self.step, **last, **final}
 
     def train_step(self) -> dict[str, float]:
         """One optimiser step over ``grad_accum_steps`` micro-batches; returns the step's metrics."""
-        config, accelerator = self.config, self.accelerator
-        lr = config.learning_rate * lr_multiplier(
-            self.step, self.total_steps, self.warmup_steps, config.lr_scheduler, config.min_lr_ratio
-        )
-        set_learning_rate(self.optimizer, lr)
+        accelerator, session = self.accelerator, self.session
+        lr = session.set_learning_rate(self.step)
         self.module.train()
         batches = [self.collate([self.train_data[i] for i in idx]) for idx in self.step_indices(self.step)]
         batches = [{k: v.to(accelerator.device) for k, v in b.items()} for b in batches]
@@ -178,25 +153,19 @@ class Trainer:
         loss_total = 0.0
         metric_sums: dict[str, float] = {}
         for m, batch in enumerate(batches):
-            last = m == len(batches) - 1
-            context = accelerator.no_sync(self.module) if not last else nullcontext()
-            with context:
-                with accelerator.autocast():
+            with session.accumulating(last=m == len(batches) - 1):
+                with session.autocast():
                     loss_sum, metrics = self.loss_fn(self.module, batch)
                 accelerator.backward(loss_sum * scale)
             loss_total += float(loss_sum.detach())
             for key, value in metrics.items():
                 metric_sums[key] = metric_sums.get(key, 0.0) + float(value)
-        max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
-        grad_norm = accelerator.clip_grad_norm_(self.module.parameters(), max_norm)
         loss = self._global_sum(loss_total) / global_items  # the same on every process
-        if self.guard.allows(self.step + 1, loss=loss, grad_norm=grad_norm):
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = session.optimizer_step(self.step + 1, loss)
         row = {
             "loss": loss,
             "lr": lr,
-            "grad_norm": float(grad_norm),
+            "grad_norm": grad_norm,
             "items": global_items,
             "epoch": self.step / self.steps_per_epoch,
         }
@@ -243,20 +212,6 @@ class Trainer:
         result.update({f"eval/{k}": self._global_sum(v) / n_batches for k, v in metric_sums.items()})
         return result
 
-    def _maybe_resume(self) -> None:
-        if not self.config.resume:
-            return
-        found = list_checkpoints(self.config.output_dir)
-        if not found:
-            if self.accelerator.is_main_process:
-                tqdm.write(f"resume: no checkpoint in {self.config.output_dir}; starting from step 0")
-            return
-        state = load_checkpoint(self.accelerator, found[-1])
-        self.step = int(state["step"])
-        if self.accelerator.is_main_process:
-            self.logger.truncate_after(self.step)
-            tqdm.write(f"resume: continuing from {found[-1]} (step {self.step} of {self.total_steps})")
-
     def unwrapped(self) -> torch.nn.Module:
         """The trained module without distributed wrappers."""
-        return self.accelerator.unwrap_model(self.module)
+        return self.session.unwrapped()

@@ -21,8 +21,8 @@ from tether.rollout.generate import sample_responses, stop_token_ids
 
 @dataclass
 class Experience:
-    """One rollout batch. Tensors are filled in the order of the algorithm: sample → reference → value →
-    score → shaped reward → advantages."""
+    """One rollout batch. Tensors are filled in the order of the algorithm: sample → score → reference →
+    value → shaped reward → advantages."""
 
     prompts: list[Any]  # N prompts (each repeated G times)
     completions: list[str]  # N decoded responses
@@ -96,7 +96,7 @@ class Experience:
         """The rows ``rows`` of every tensor (a minibatch); the batch itself when ``rows`` is all of
         them in order (so what it caches, such as its shared layout, is computed once). A field set on
         that minibatch is then set on the batch: the online loop sets only ``old_logprobs``, and only
-        when it was unknown, with π_old's log-probs for every row (see ``online.run_online``)."""
+        when it was unknown, with π_old's log-probs for every row (see ``online.minibatch_loss``)."""
         n = self.sequences.shape[0]
         if len(rows) == n and torch.equal(rows, torch.arange(n, device=rows.device)):
             return self
