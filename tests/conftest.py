@@ -1,9 +1,11 @@
-"""Shared fixtures: a tokenizer trained on a slice of the gym corpus, and tiny models built from it."""
+"""Shared fixtures: a tokenizer trained on a slice of the gym corpus, tiny models built from it, and one run of
+the default pipeline (evaluation shortened) that the pipeline, seeds and frontier tests share."""
 
 from __future__ import annotations
 
 import pytest
 
+from tether.config import PipelineConfig, load_config
 from tether.gym import get_task
 from tether.models import build_tiny_model, train_tokenizer
 
@@ -28,3 +30,25 @@ def make_model(tokenizer):
         )
 
     return build
+
+
+# The embedded default with progress bars off and a shorter evaluation.
+PIPELINE_OVERRIDES = [
+    *(
+        f"{stage}.progress=false"
+        for stage in ("pretrain", "sft", "reward_model", "dpo", "ppo", "grpo", "ppo_no_kl", "pretrain_rnn")
+    ),
+    "evaluate.n_prompts=32",
+    "evaluate.n_examples=100",
+    "n_policy_prompts=100",
+]
+
+
+@pytest.fixture(scope="session")
+def default_pipeline(tmp_path_factory):
+    """(folder, config, summary) of the default pipeline, run once per test session."""
+    from tether.pipeline import run_pipeline
+
+    root = tmp_path_factory.mktemp("pipeline")
+    config = load_config(PipelineConfig, None, [f"output_dir={root}", *PIPELINE_OVERRIDES])
+    return root, config, run_pipeline(config)

@@ -7,31 +7,12 @@ import json
 import pytest
 from transformers import AutoModelForCausalLM
 
-from tether.config import PipelineConfig, load_config
 from tether.pipeline import run_pipeline
 
 
 @pytest.mark.slow
-def test_pipeline_sft_beats_pretrained_and_skips_done_stages(tmp_path):
-    config = load_config(
-        PipelineConfig,
-        None,
-        [
-            f"output_dir={tmp_path}",
-            "pretrain.progress=false",
-            "sft.progress=false",
-            "evaluate.n_prompts=32",
-            "evaluate.n_examples=100",
-            "reward_model.progress=false",
-            "dpo.progress=false",
-            "ppo.progress=false",
-            "grpo.progress=false",
-            "ppo_no_kl.progress=false",
-            "pretrain_rnn.progress=false",
-            "n_policy_prompts=100",
-        ],
-    )
-    summary = run_pipeline(config)
+def test_pipeline_sft_beats_pretrained_and_skips_done_stages(default_pipeline):
+    tmp_path, config, summary = default_pipeline
     pretrained, sft = summary["results"]["pretrained"], summary["results"]["sft"]
     assert sft["response_nll"] < pretrained["response_nll"] - 1.0
     assert sft["follow_rate"] >= 0.8 and pretrained["follow_rate"] <= 0.2

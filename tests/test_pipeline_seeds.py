@@ -1,35 +1,27 @@
 """seeds=N: the policy-optimisation stages run once per seed from the same SFT model and reward model, each in
 its own folder with its own seed, and the summary and reports give every seed and mean ± std; then
-``tether frontier`` on the same folder reuses its upstream stages. Tiny sizes: this checks the plumbing; the
-measured results are in docs/results.md."""
+``tether frontier`` on the same folder reuses its upstream stages. Both start from the default pipeline that
+tests/test_pipeline.py checks (the shared ``default_pipeline`` fixture), with short policy stages: this checks
+the plumbing; the measured results are in docs/results.md."""
 
 import json
 from pathlib import Path
 
 import pytest
+from conftest import PIPELINE_OVERRIDES
 
 from tether.config import FrontierConfig, PipelineConfig, load_config
 from tether.eval.aggregate import best_of_n_kl, mean_std
 from tether.frontier import run_frontier
 from tether.pipeline import POLICY_STAGES, run_pipeline, seed_configs, stage_configs
 
-TINY = [
-    "pretrain.max_steps=15",
-    "sft.max_steps=8",
-    "collect.n_prompts=24",
-    "reward_model.max_steps=4",
+# The second seed's policy stages, shortened (the first seed's are the shared default pipeline's).
+SHORT = [
     "dpo.max_steps=3",
     "ppo.max_steps=3",
     "grpo.max_steps=2",
     "ppo_no_kl.max_steps=3",
-    "pretrain_rnn.max_steps=2",
-    "evaluate.n_prompts=4",
-    "evaluate.n_examples=10",
-    "n_policy_prompts=12",
-    *(
-        f"{s}.progress=false"
-        for s in ("pretrain", "sft", "reward_model", "dpo", "ppo", "grpo", "ppo_no_kl", "pretrain_rnn")
-    ),
+    "n_policy_prompts=24",
 ]
 
 
@@ -49,9 +41,9 @@ def test_seed_configs_change_only_seed_and_folder(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def two_seeds(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    config = load_config(PipelineConfig, None, [f"output_dir={root}", "seeds=2", *TINY])
+def two_seeds(default_pipeline):
+    root, _, _ = default_pipeline
+    config = load_config(PipelineConfig, None, [f"output_dir={root}", *PIPELINE_OVERRIDES, *SHORT, "seeds=2"])
     return root, config, run_pipeline(config)
 
 
