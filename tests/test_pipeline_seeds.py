@@ -4,11 +4,11 @@ its own folder with its own seed, and the summary and reports give every seed an
 tests/test_pipeline.py checks (the shared ``default_pipeline`` fixture), with short policy stages: this checks
 the plumbing; the measured results are in docs/results.md."""
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
-from conftest import PIPELINE_OVERRIDES
 
 from tether.config import FrontierConfig, PipelineConfig, load_config
 from tether.eval.aggregate import best_of_n_kl, mean_std
@@ -16,13 +16,12 @@ from tether.frontier import run_frontier
 from tether.pipeline import POLICY_STAGES, run_pipeline, seed_configs, stage_configs
 
 # The second seed's policy stages, shortened (the first seed's are the shared default pipeline's).
-SHORT = [
-    "dpo.max_steps=3",
-    "ppo.max_steps=3",
-    "grpo.max_steps=2",
-    "ppo_no_kl.max_steps=3",
-    "n_policy_prompts=24",
-]
+SHORT = {
+    "dpo": {"max_steps": 3},
+    "ppo": {"max_steps": 3},
+    "grpo": {"max_steps": 2},
+    "ppo_no_kl": {"max_steps": 3},
+}
 
 
 def test_seed_configs_change_only_seed_and_folder(tmp_path):
@@ -42,8 +41,9 @@ def test_seed_configs_change_only_seed_and_folder(tmp_path):
 
 @pytest.fixture(scope="module")
 def two_seeds(default_pipeline):
-    root, _, _ = default_pipeline
-    config = load_config(PipelineConfig, None, [f"output_dir={root}", *PIPELINE_OVERRIDES, *SHORT, "seeds=2"])
+    root, config, _ = default_pipeline
+    sections = {name: {**getattr(config, name), **short} for name, short in SHORT.items()}
+    config = dataclasses.replace(config, seeds=2, n_policy_prompts=24, **sections)
     return root, config, run_pipeline(config)
 
 
@@ -116,3 +116,21 @@ def test_frontier_reuses_the_pipeline_and_resumes(two_seeds):
     # Resume: every measurement is recorded, so a second call trains and measures nothing new.
     run_frontier(load_config(FrontierConfig, None, overrides))
     assert len((out / "frontier.jsonl").read_text().splitlines()) == len(records)
+
+
+def test_hacking_check_needs_a_curve(tmp_path):
+    from tether.pipeline import across_seeds
+
+    folders = {}
+    for seed, steps in ((0, 1), (1, 3)):
+        folder = tmp_path / f"s{seed}"
+        folder.mkdir()
+        rows = [{"step": i, "reward/score": float(i), "reward/gold": 0.5 - 0.2 * i} for i in range(steps)]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        folders[seed] = {"ppo_no_kl": str(folder)}
+    metrics = {"ppo": {"gold": 0.3}, "ppo_no_kl": {"gold": 0.1, "samples": [], "gold_scores": [0.1]}}
+    result = across_seeds({0: metrics, 1: metrics}, folders)
+    assert result["hacking"][0] is None  # one logged step: no curve to judge
+    # Window 5 over gold [0.5, 0.3, 0.1] → [0.5, 0.4, 0.3]: peak 0.5, end 0.3; proxy 0 → 1.
+    assert result["hacking"][1]["gold_falls_from_peak"] and result["hacking"][1]["holds"]
+    assert "samples" not in result["runs"][0]["ppo_no_kl"]

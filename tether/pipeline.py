@@ -303,14 +303,15 @@ def across_seeds(
         }
         for seed, policies in per_seed.items()
     }
-    hacking = {
-        seed: hacking_check(
-            read_metrics(Path(folders[seed]["ppo_no_kl"]) / "metrics.jsonl"),
-            policies["ppo_no_kl"]["gold"],
-            policies["ppo"]["gold"],
+    hacking = {}
+    for seed, policies in per_seed.items():
+        rows = read_metrics(Path(folders[seed]["ppo_no_kl"]) / "metrics.jsonl")
+        # A run of one logged step has no curve to judge (None: the report shows a dash).
+        hacking[seed] = (
+            hacking_check(rows, policies["ppo_no_kl"]["gold"], policies["ppo"]["gold"])
+            if sum("reward/gold" in r for r in rows) >= 2
+            else None
         )
-        for seed, policies in per_seed.items()
-    }
     return {"seeds": list(runs), "runs": runs, "summary": summarise_seeds(runs), "hacking": hacking}
 
 

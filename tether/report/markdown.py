@@ -73,7 +73,9 @@ def seeds_lines(seeds: dict[str, Any] | None) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {seed} | {h['proxy_start']:.3f} → {h['proxy_end']:.3f} | {h['gold_peak']:.3f} → {h['gold_end']:.3f} "
+        f"| {seed} | – | – | – | – | fewer than two logged steps |"
+        if h is None
+        else f"| {seed} | {h['proxy_start']:.3f} → {h['proxy_end']:.3f} | {h['gold_peak']:.3f} → {h['gold_end']:.3f} "
         f"| {h['final_gold']:.3f} | {h['tethered_final_gold']:.3f} | {'yes' if h['holds'] else 'no'} |"
         for seed, h in seeds["hacking"].items()
     ]
