@@ -139,11 +139,12 @@ def run_frontier(config: FrontierConfig) -> dict[str, Any]:
     results_path = out / "frontier.jsonl"
     done = {(r["method"], r["beta"], r["seed"]) for r in _read_results(results_path) if "method" in r}
     seeds = [config.seed + k for k in range(config.seeds)]
+    # Seed-major: an interrupted sweep has every method and budget for its first seeds.
     todo = [
         (m, b, s)
-        for m in settings["methods"]
-        for b in settings["betas"]
         for s in seeds
+        for b in settings["betas"]
+        for m in settings["methods"]
         if (m, b, s) not in done
     ]
     for method, beta, seed in tqdm(todo, desc="frontier runs", unit="run"):
