@@ -349,9 +349,9 @@ def dpo_step(
     its DPO loss and Trainer. Reference log-probs, computed once per run in tether, are set to 0."""
     import torch
 
-    from tether.algorithms.dpo import TokenizedPair, collate_pairs
+    from tether.algorithms.dpo import collate_pairs
     from tether.algorithms.offline import sequence_logps
-    from tether.data.tokenize import TokenizedExample
+    from tether.data.tokenize import TokenizedExample, TokenizedPair
     from tether.losses.preference import combined_preference_loss
     from tether.models.forward import shares_prefixes
     from tether.ops.logprobs import IGNORE_INDEX
