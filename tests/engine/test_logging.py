@@ -97,3 +97,15 @@ def test_report_to_names():
     assert parse_report_to("wandb, mlflow") == ["wandb", "mlflow"]
     with pytest.raises(TetherError, match="unknown tracker 'wanb'; choose from mlflow, trackio, wandb"):
         parse_report_to("wanb")
+
+
+def test_a_stage_refuses_a_missing_tracker_before_loading_anything(tmp_path, monkeypatch):
+    from tether.stages import run_stage, stage_config
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "mlflow" else object())
+    config = stage_config("sft", {"model": str(tmp_path / "absent"), "report_to": "mlflow"})
+    with pytest.raises(
+        TetherError, match=r"^report_to=mlflow: mlflow is not installed \(pip install mlflow\)$"
+    ):
+        run_stage("sft", config)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import json
 import math
@@ -29,6 +30,20 @@ def parse_report_to(spec: str) -> list[str]:
     return names
 
 
+def check_trackers(spec: str) -> list[str]:
+    """:func:`parse_report_to`, and a one-line error for a tracker that is not installed, before a run
+    loads anything."""
+    names = parse_report_to(spec)
+    for name in names:
+        if importlib.util.find_spec(name) is None:
+            raise TetherError(not_installed(name))
+    return names
+
+
+def not_installed(name: str) -> str:
+    return f"report_to={name}: {name} is not installed (pip install {TRACKERS[name]})"
+
+
 class Tracker:
     """One experiment tracker's run: started with the run's config, given every metrics row, closed at
     the end. wandb and trackio share an API (``init(project, name, config)``, ``log(row, step)``,
@@ -38,9 +53,7 @@ class Tracker:
         try:
             self.module = importlib.import_module(name)
         except ImportError:
-            raise TetherError(
-                f"report_to={name}: {name} is not installed (pip install {TRACKERS[name]})"
-            ) from None
+            raise TetherError(not_installed(name)) from None
         self.name = name
         if name == "mlflow":
             self.module.set_experiment(PROJECT)
