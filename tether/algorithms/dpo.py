@@ -9,6 +9,7 @@ in one padding-free forward → a loss of ``losses/preference.py`` (DPO: −log 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import torch
 
@@ -104,6 +105,33 @@ def loss_settings(config: DPOConfig | OnlineDPOConfig) -> dict[str, float]:
     return {name: value for name, value in settings.items() if value is not None}
 
 
+def pair_loss_fn(
+    terms: dict[str, float], settings: dict[str, float], with_reference: bool
+) -> Callable[[TokenLogProbs, dict[str, torch.Tensor]], tuple[torch.Tensor, dict]]:
+    """The Trainer's ``loss_fn`` for :func:`collate_pairs` batches: summed log-probs of both sides in one
+    forward, the weighted mix ``terms`` of preference losses (``settings``: their hyper-parameters; the
+    cached reference log-probs when ``with_reference``), each pair's loss times its weight, summed."""
+
+    def loss_fn(module: TokenLogProbs, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        n = batch["weight"].shape[0]
+        logprobs, lengths = sequence_logps(module, batch, 2 * n)
+        losses, metrics = combined_preference_loss(
+            terms,
+            policy_chosen_logps=logprobs[:n],
+            policy_rejected_logps=logprobs[n:],
+            ref_chosen_logps=batch["ref_chosen"] if with_reference else None,
+            ref_rejected_logps=batch["ref_rejected"] if with_reference else None,
+            chosen_lengths=lengths[:n],
+            rejected_lengths=lengths[n:],
+            **settings,
+        )
+        metrics["logps/chosen"] = logprobs[:n].detach().mean()
+        metrics["logps/rejected"] = logprobs[n:].detach().mean()
+        return (losses * batch["weight"]).sum(), metrics
+
+    return loss_fn
+
+
 def run_dpo(config: DPOConfig) -> dict[str, float]:
     """Run the DPO-family stage; returns the final held-out metrics."""
     terms = parse_loss_spec(config.loss)
@@ -139,22 +167,7 @@ def run_dpo(config: DPOConfig) -> dict[str, float]:
         )
         del ref_model
 
-    def loss_fn(module: TokenLogProbs, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-        n = batch["weight"].shape[0]
-        logprobs, lengths = sequence_logps(module, batch, 2 * n)
-        losses, metrics = combined_preference_loss(
-            terms,
-            policy_chosen_logps=logprobs[:n],
-            policy_rejected_logps=logprobs[n:],
-            ref_chosen_logps=batch["ref_chosen"] if with_reference else None,
-            ref_rejected_logps=batch["ref_rejected"] if with_reference else None,
-            chosen_lengths=lengths[:n],
-            rejected_lengths=lengths[n:],
-            **loss_settings(config),
-        )
-        metrics["logps/chosen"] = logprobs[:n].detach().mean()
-        metrics["logps/rejected"] = logprobs[n:].detach().mean()
-        return (losses * batch["weight"]).sum(), metrics
+    loss_fn = pair_loss_fn(terms, loss_settings(config), with_reference)
 
     trainer = Trainer(
         config,

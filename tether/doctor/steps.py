@@ -182,10 +182,8 @@ def dpo_step(
     its DPO loss and Trainer. Reference log-probs, computed once per run in tether, are set to 0."""
     import torch
 
-    from tether.algorithms.dpo import collate_pairs
-    from tether.algorithms.offline import sequence_logps
+    from tether.algorithms.dpo import collate_pairs, pair_loss_fn
     from tether.data.tokenize import TokenizedExample, TokenizedPair
-    from tether.losses.preference import combined_preference_loss
     from tether.models.forward import shares_prefixes
     from tether.ops.logprobs import IGNORE_INDEX
 
@@ -201,24 +199,11 @@ def dpo_step(
         data.append(TokenizedPair(chosen, rejected, 1.0))
     pack_length = 2 * (prompt_len + 2 * response_len + 2)  # two pairs per row
 
-    def loss_fn(module: Any, batch: dict) -> tuple[Any, dict]:
-        n = batch["weight"].shape[0]
-        logps, _ = sequence_logps(module, batch, 2 * n)
-        losses, metrics = combined_preference_loss(
-            {"dpo": 1.0},
-            policy_chosen_logps=logps[:n],
-            policy_rejected_logps=logps[n:],
-            ref_chosen_logps=batch["ref_chosen"],
-            ref_rejected_logps=batch["ref_rejected"],
-            beta=0.1,
-        )
-        return (losses * batch["weight"]).sum(), metrics
-
     result = _trainer_steps(
         model,
         data,
         lambda batch: collate_pairs(batch, 1, pack_length, shares_prefixes(model)),
-        loss_fn,
+        pair_loss_fn({"dpo": 1.0}, {"beta": 0.1}, with_reference=True),
         lambda batch: float(batch["weight"].sum()),
         pairs,
         device=device,
