@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check (tether/doctor.py): SFT, DPO and GRPO steps on a 0.5B Llama in bf16 with tokens/s and MFU,
+# The GPU check (tether/doctor/): SFT, DPO and GRPO steps on a 0.5B Llama in bf16 with tokens/s and MFU,
 # FSDP2 on `tether sft` (1 process, and 2 with two GPUs) reloaded by plain transformers, the test suite
 # with CUDA, and `tether pipeline`, within --budget seconds (default 420). Writes one Markdown table to
 # --out (default $OUT/gpu_check.md, else ./gpu_check.md) and prints it; exits 0 with one line when no

@@ -1,4 +1,4 @@
-"""The GPU check (tether/doctor.py, scripts/gpu_check.sh) as far as a CPU can take it: it skips cleanly
+"""The GPU check (tether/doctor/, scripts/gpu_check.sh) as far as a CPU can take it: it skips cleanly
 without CUDA, its arithmetic and table are right, the budget and failure capture work, and the SFT, DPO
 and GRPO steps it times run through tether's code on a tiny model."""
 

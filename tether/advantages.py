@@ -25,7 +25,6 @@ whichever of the shared inputs it declares, so an algorithm can switch estimator
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import torch
 
 from tether.ops import masked_mean, masked_whiten
+from tether.registry import lookup, register
 
 AdvantageFn = Callable[..., tuple[torch.Tensor, ...]]
 
@@ -57,23 +57,12 @@ SHARED_INPUTS = frozenset(
 
 def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
     """Decorator: add an estimator to ``ADVANTAGES`` under ``name`` (names are unique)."""
-
-    def decorator(fn: AdvantageFn) -> AdvantageFn:
-        if name in ADVANTAGES:
-            raise ValueError(f"advantage estimator {name!r} is already registered")
-        ADVANTAGES[name] = fn
-        return fn
-
-    return decorator
+    return register(ADVANTAGES, name, "advantage estimator")
 
 
 def get_advantage(name: str) -> AdvantageFn:
     """The estimator registered under ``name``; an unknown name is an error naming the closest one."""
-    if name not in ADVANTAGES:
-        close = difflib.get_close_matches(name, ADVANTAGES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown advantage estimator {name!r}{hint} (choose from {sorted(ADVANTAGES)})")
-    return ADVANTAGES[name]
+    return lookup(ADVANTAGES, name, "advantage estimator")
 
 
 def compute_advantages(name: str, **inputs: Any) -> tuple[torch.Tensor, ...]:

@@ -83,6 +83,12 @@ class TrainConfig:
     max_nan_skips: int = option(
         10, "nan_policy=skip: stop once more updates than this were skipped.", minimum=0
     )
+    # Added for experiment trackers (engine/logging.py: MetricLogger); kept last in TrainConfig.
+    report_to: str = option(
+        "",
+        "Also send every metrics row, and the config at the start, to these trackers: a comma list of "
+        "wandb, mlflow, trackio (each must be installed); '' = none.",
+    )
 
 
 @dataclass

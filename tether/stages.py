@@ -56,6 +56,7 @@ from tether.config import (
     build_config,
     read_values,
 )
+from tether.engine.logging import check_trackers
 from tether.eval.commands import run_compare, run_evaluate, run_judge_agreement, run_score
 from tether.frontier import run_frontier
 from tether.pipeline import run_pipeline
@@ -223,6 +224,8 @@ def run_stage(name: str, config: Any, verbose: bool | None = None) -> dict[str, 
     stage = get_stage(name)
     if not isinstance(config, stage.config):
         raise TetherError(f"tether {name} takes a {stage.config.__name__}, got {type(config).__name__}")
+    if isinstance(getattr(config, "report_to", None), str):
+        check_trackers(config.report_to)  # before anything is loaded
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     quiet_libraries(verbose_from_env() if verbose is None else verbose)
     return stage.run(config)

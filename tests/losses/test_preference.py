@@ -251,7 +251,10 @@ def test_combination_sums_three_losses():
 
 
 def test_unknown_name_lists_the_valid_names():
-    with pytest.raises(ValueError, match=r"unknown preference loss 'dpoo'; valid names: apo_down, apo_zero"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown preference loss 'dpoo'; did you mean 'dpo'\? \(choose from apo_down, apo_zero",
+    ):
         get_preference_loss("dpoo")
     with pytest.raises(ValueError, match="simpo"):
         combined_preference_loss({"dpo": 1.0, "sigmoid": 1.0}, **batch())

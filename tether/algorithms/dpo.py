@@ -9,22 +9,21 @@ in one padding-free forward → a loss of ``losses/preference.py`` (DPO: −log 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
 
 from tether import TetherError
 from tether.algorithms.common import finish, load_policy
 from tether.algorithms.offline import (
-    paired_reference_logps,
-    reference_of,
+    cache_reference_logprobs,
     sequence_batch,
     sequence_logps,
     split_records,
 )
 from tether.config import ConfigError, DPOConfig, OnlineDPOConfig
 from tether.data.preference import PreferencePair, load_pairs, response_example
-from tether.data.tokenize import TokenizedExample, tokenize_sft
+from tether.data.tokenize import TokenizedExample, TokenizedPair, tokenize_sft
 from tether.engine import Trainer
 from tether.losses.preference import PREFERENCE_LOSSES, combined_preference_loss
 from tether.models import TokenLogProbs, load_causal_lm
@@ -53,16 +52,9 @@ def uses_reference(terms: dict[str, float]) -> bool:
     return any("ref_chosen_logps" in inspect.signature(PREFERENCE_LOSSES[name]).parameters for name in terms)
 
 
-@dataclass
-class TokenizedPair:
-    chosen: TokenizedExample
-    rejected: TokenizedExample
-    weight: float
-    ref_chosen: float = 0.0
-    ref_rejected: float = 0.0
-
-
-def tokenize_pair(tokenizer: object, pair: PreferencePair, max_length: int) -> TokenizedPair | None:
+def tokenize_pair(
+    tokenizer: object, pair: PreferencePair, max_length: int
+) -> TokenizedPair[TokenizedExample] | None:
     """Chosen and rejected conversations with labels on the response only; None if truncation empties one."""
     sides = [
         tokenize_sft(tokenizer, response_example(pair.prompt, response, pair.where), max_length)
@@ -74,7 +66,10 @@ def tokenize_pair(tokenizer: object, pair: PreferencePair, max_length: int) -> T
 
 
 def collate_pairs(
-    pairs: list[TokenizedPair], pad_token_id: int, pack_length: int, share_prefix: bool = False
+    pairs: list[TokenizedPair[TokenizedExample]],
+    pad_token_id: int,
+    pack_length: int,
+    share_prefix: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Chosen sequences then rejected ones, packed together: one forward for both sides of every pair,
     each prompt computed once (``share_prefix``)."""
@@ -110,6 +105,33 @@ def loss_settings(config: DPOConfig | OnlineDPOConfig) -> dict[str, float]:
     return {name: value for name, value in settings.items() if value is not None}
 
 
+def pair_loss_fn(
+    terms: dict[str, float], settings: dict[str, float], with_reference: bool
+) -> Callable[[TokenLogProbs, dict[str, torch.Tensor]], tuple[torch.Tensor, dict]]:
+    """The Trainer's ``loss_fn`` for :func:`collate_pairs` batches: summed log-probs of both sides in one
+    forward, the weighted mix ``terms`` of preference losses (``settings``: their hyper-parameters; the
+    cached reference log-probs when ``with_reference``), each pair's loss times its weight, summed."""
+
+    def loss_fn(module: TokenLogProbs, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        n = batch["weight"].shape[0]
+        logprobs, lengths = sequence_logps(module, batch, 2 * n)
+        losses, metrics = combined_preference_loss(
+            terms,
+            policy_chosen_logps=logprobs[:n],
+            policy_rejected_logps=logprobs[n:],
+            ref_chosen_logps=batch["ref_chosen"] if with_reference else None,
+            ref_rejected_logps=batch["ref_rejected"] if with_reference else None,
+            chosen_lengths=lengths[:n],
+            rejected_lengths=lengths[n:],
+            **settings,
+        )
+        metrics["logps/chosen"] = logprobs[:n].detach().mean()
+        metrics["logps/rejected"] = logprobs[n:].detach().mean()
+        return (losses * batch["weight"]).sum(), metrics
+
+    return loss_fn
+
+
 def run_dpo(config: DPOConfig) -> dict[str, float]:
     """Run the DPO-family stage; returns the final held-out metrics."""
     terms = parse_loss_spec(config.loss)
@@ -134,36 +156,18 @@ def run_dpo(config: DPOConfig) -> dict[str, float]:
     with_reference = uses_reference(terms)
     if with_reference:
         ref_model = load_causal_lm(config.ref_model, config.trust_remote_code) if config.ref_model else None
-        with reference_of(model, ref_model) as reference:
-            for pairs in (train, held_out):
-                chosen, rejected = paired_reference_logps(
-                    reference,
-                    [p.chosen for p in pairs],
-                    [p.rejected for p in pairs],
-                    tokenizer.pad_token_id,
-                    config.pack_length,
-                    config.eval_batch_size,
-                )
-                for pair, ref_chosen, ref_rejected in zip(pairs, chosen, rejected):
-                    pair.ref_chosen, pair.ref_rejected = ref_chosen, ref_rejected
+        cache_reference_logprobs(
+            model,
+            ref_model,
+            (train, held_out),
+            ("chosen", "rejected"),
+            tokenizer.pad_token_id,
+            config.pack_length,
+            config.eval_batch_size,
+        )
         del ref_model
 
-    def loss_fn(module: TokenLogProbs, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-        n = batch["weight"].shape[0]
-        logps, lengths = sequence_logps(module, batch, 2 * n)
-        losses, metrics = combined_preference_loss(
-            terms,
-            policy_chosen_logps=logps[:n],
-            policy_rejected_logps=logps[n:],
-            ref_chosen_logps=batch["ref_chosen"] if with_reference else None,
-            ref_rejected_logps=batch["ref_rejected"] if with_reference else None,
-            chosen_lengths=lengths[:n],
-            rejected_lengths=lengths[n:],
-            **loss_settings(config),
-        )
-        metrics["logps/chosen"] = logps[:n].detach().mean()
-        metrics["logps/rejected"] = logps[n:].detach().mean()
-        return (losses * batch["weight"]).sum(), metrics
+    loss_fn = pair_loss_fn(terms, loss_settings(config), with_reference)
 
     trainer = Trainer(
         config,

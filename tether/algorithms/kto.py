@@ -17,8 +17,7 @@ import torch
 from tether import TetherError
 from tether.algorithms.common import finish, load_policy
 from tether.algorithms.offline import (
-    paired_reference_logps,
-    reference_of,
+    cache_reference_logprobs,
     sequence_batch,
     sequence_logps,
     split_records,
@@ -56,7 +55,7 @@ class TokenizedUnpaired:
     example: TokenizedExample
     mismatched: TokenizedExample  # this prompt with another example's completion
     desirable: bool
-    ref: float = 0.0
+    ref_example: float = 0.0  # log π_ref of each, cached by offline.cache_reference_logprobs
     ref_mismatched: float = 0.0
 
 
@@ -97,18 +96,15 @@ def run_kto(config: KTOConfig) -> dict[str, float]:
         else []
     )
 
-    with reference_of(model, None) as reference:
-        for items in (train, held_out):
-            own, mismatched = paired_reference_logps(
-                reference,
-                [t.example for t in items],
-                [t.mismatched for t in items],
-                tokenizer.pad_token_id,
-                config.pack_length,
-                config.eval_batch_size,
-            )
-            for item, ref_own, ref_mismatched in zip(items, own, mismatched):
-                item.ref, item.ref_mismatched = ref_own, ref_mismatched
+    cache_reference_logprobs(
+        model,
+        None,
+        (train, held_out),
+        ("example", "mismatched"),
+        tokenizer.pad_token_id,
+        config.pack_length,
+        config.eval_batch_size,
+    )
 
     def collate(items: list[TokenizedUnpaired]) -> dict[str, torch.Tensor]:
         share = shares_prefixes(model)
@@ -119,22 +115,22 @@ def run_kto(config: KTOConfig) -> dict[str, float]:
         return {
             **own,
             **{f"kl_{k}": v for k, v in mismatched.items()},
-            "ref": torch.tensor([t.ref for t in items]),
+            "ref": torch.tensor([t.ref_example for t in items]),
             "ref_kl": torch.tensor([t.ref_mismatched for t in items]),
             "desirable": torch.tensor([t.desirable for t in items]),
         }
 
     def loss_fn(module: TokenLogProbs, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         n = batch["ref"].shape[0]
-        logps, _ = sequence_logps(module, batch, n)
+        logprobs, _ = sequence_logps(module, batch, n)
         with torch.no_grad():
             kl_batch = {k.removeprefix("kl_"): v for k, v in batch.items() if k.startswith("kl_")}
-            kl_logps, _ = sequence_logps(module, kl_batch, n)
+            kl_logprobs, _ = sequence_logps(module, kl_batch, n)
         losses, metrics = kto_loss(
-            policy_logps=logps,
+            policy_logps=logprobs,
             ref_logps=batch["ref"],
             labels=batch["desirable"],
-            policy_kl_logps=kl_logps,
+            policy_kl_logps=kl_logprobs,
             ref_kl_logps=batch["ref_kl"],
             beta=config.beta,
             desirable_weight=config.desirable_weight,

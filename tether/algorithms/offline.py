@@ -1,5 +1,6 @@
 """Machinery shared by the offline preference stages (DPO family, KTO): splitting records, summed
-response log-probs of many sequences in one padding-free forward, and reference log-probs computed once.
+response log-probs of many sequences in one padding-free forward, and reference log-probs computed once
+and cached on each item (``cache_reference_logprobs``).
 
 With a frozen reference equal to the starting policy, no second model is loaded at all: the reference
 log-probs are computed by the policy itself before its first update (with LoRA: adapters disabled).
@@ -109,21 +110,31 @@ def reference_logps(
         batch = sequence_batch(
             [examples[i] for i in chunk], pad_token_id, pack_length, shares_prefixes(reference)
         )
-        logps, _ = sequence_logps(module, batch, len(chunk))
-        for i, value in zip(chunk, logps.tolist()):
+        logprobs, _ = sequence_logps(module, batch, len(chunk))
+        for i, value in zip(chunk, logprobs.tolist()):
             values[i] = value
     reference.train(was_training)
     return values
 
 
-def paired_reference_logps(
-    reference: Any,
-    firsts: Sequence[TokenizedExample],
-    seconds: Sequence[TokenizedExample],
+def cache_reference_logprobs(
+    model: Any,
+    ref_model: Any | None,
+    datasets: Sequence[Sequence[Any]],
+    sides: Sequence[str],
     pad_token_id: int,
     pack_length: int,
     batch_size: int = 64,
-) -> tuple[list[float], list[float]]:
-    """:func:`reference_logps` of two aligned lists (chosen/rejected, example/mismatched) in one pass."""
-    logps = reference_logps(reference, [*firsts, *seconds], pad_token_id, pack_length, batch_size)
-    return logps[: len(firsts)], logps[len(firsts) :]
+) -> None:
+    """Store log π_ref(y|x) of every item's sequences on the item, before the first update: for each
+    attribute ``side`` of ``sides`` (a ``TokenizedExample``: ``chosen``/``rejected`` in DPO,
+    ``example``/``mismatched`` in KTO) its value goes to ``ref_<side>``. The reference is
+    :func:`reference_of` (``model``, ``ref_model``); each of ``datasets`` (train, held-out) is one pass of
+    :func:`reference_logps`, all sides together."""
+    with reference_of(model, ref_model) as reference:
+        for items in datasets:
+            sequences = [getattr(item, side) for side in sides for item in items]
+            logprobs = reference_logps(reference, sequences, pad_token_id, pack_length, batch_size)
+            for k, side in enumerate(sides):
+                for item, value in zip(items, logprobs[k * len(items) : (k + 1) * len(items)]):
+                    setattr(item, f"ref_{side}", value)

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from tether.algorithms.dpo import loss_settings, parse_loss_spec, uses_reference
 from tether.algorithms.online import run_online
 from tether.config import IterativeDPOConfig, OnlineDPOConfig
+from tether.eval.policy import mean_score, sampled_score
 from tether.losses.preference import combined_preference_loss
 from tether.rollout.experience import Experience
 from tether.specs import load_prompts, resolve_judge
@@ -42,7 +43,7 @@ def make_online_dpo_loss(config: OnlineDPOConfig) -> Callable[..., tuple[torch.T
         out: dict, minibatch: Experience, cfg: OnlineDPOConfig, kl_coef: float
     ) -> tuple[torch.Tensor, dict]:
         mask = minibatch.response_mask.float()
-        logps = (out["logprobs"] * mask).sum(-1).view(-1, 2)  # (pairs, 2)
+        logprobs = (out["logprobs"] * mask).sum(-1).view(-1, 2)  # (pairs, 2)
         ref = (minibatch.ref_logprobs * mask).sum(-1).view(-1, 2)
         lengths = mask.sum(-1).view(-1, 2)
         first = minibatch.extras["first_wins"].view(-1, 2)[:, 0]
@@ -51,8 +52,8 @@ def make_online_dpo_loss(config: OnlineDPOConfig) -> Callable[..., tuple[torch.T
         rejected = 1 - chosen
         losses, metrics = combined_preference_loss(
             terms,
-            policy_chosen_logps=logps.gather(1, chosen).squeeze(1),
-            policy_rejected_logps=logps.gather(1, rejected).squeeze(1),
+            policy_chosen_logps=logprobs.gather(1, chosen).squeeze(1),
+            policy_rejected_logps=logprobs.gather(1, rejected).squeeze(1),
             ref_chosen_logps=ref.gather(1, chosen).squeeze(1) if with_reference else None,
             ref_rejected_logps=ref.gather(1, rejected).squeeze(1) if with_reference else None,
             chosen_lengths=lengths.gather(1, chosen).squeeze(1),
@@ -90,7 +91,6 @@ def run_iterative_dpo(config: IterativeDPOConfig) -> dict[str, Any]:
     from tether.algorithms.dpo import run_dpo
     from tether.config import CollectConfig, DPOConfig, narrow
     from tether.models import load_causal_lm, load_tokenizer
-    from tether.rollout import generate
 
     root = Path(config.output_dir)
     initial, policy_path = config.ref_model or config.model, config.model
@@ -133,15 +133,14 @@ def run_iterative_dpo(config: IterativeDPOConfig) -> dict[str, Any]:
     result: dict[str, Any] = {"rounds": history, "final": policy_path}
     if gold is not None:  # the final policy on the prompts a next round would use
         prompts = load_prompts(config.prompts, config.n_prompts, config.seed + config.rounds)
-        completions = generate(
+        result["gold/final"] = sampled_score(
             load_causal_lm(policy_path),
             load_tokenizer(policy_path),
+            gold,
             prompts,
             config.max_new_tokens,
-            do_sample=True,
-            temperature=config.temperature,
-        ).completions
-        result["gold/final"] = sum(gold.score(prompts, completions)) / len(prompts)
+            config.temperature,
+        )
     return result
 
 
@@ -150,4 +149,4 @@ def _mean_gold(gold: Any, rankings: Path) -> float:
     rows = [json.loads(line) for line in rankings.read_text(encoding="utf-8").splitlines()]
     prompts = [r["prompt"] for r in rows for _ in r["completions"]]
     completions = [c for r in rows for c in r["completions"]]
-    return sum(gold.score(prompts, completions)) / len(completions)
+    return mean_score(gold, prompts, completions)

@@ -20,6 +20,7 @@ from tether.config import BestOfNConfig, RFTConfig, SFTConfig, narrow
 from tether.data.preference import as_messages
 from tether.data.readers import write_jsonl
 from tether.eval.aggregate import best_of_n_kl
+from tether.eval.policy import mean_score, sampled_score
 from tether.models import load_causal_lm, load_tokenizer
 from tether.rollout import generate
 from tether.specs import load_prompts, resolve_judge
@@ -87,7 +88,7 @@ def run_best_of_n(config: BestOfNConfig) -> dict[str, float]:
     }
     if config.gold:
         gold = resolve_judge(config.gold, config.seed)
-        result["gold/best_of_n"] = sum(gold.score(prompts, best)) / len(prompts)
+        result["gold/best_of_n"] = mean_score(gold, prompts, best)
     return result
 
 
@@ -114,15 +115,9 @@ def run_rft(config: RFTConfig) -> dict[str, Any]:
             "judge/selected": sum(best_scores) / len(best_scores),
         }
         if gold is not None:
-            singles = generate(
-                policy,
-                tokenizer,
-                prompts,
-                config.max_new_tokens,
-                do_sample=True,
-                temperature=config.temperature,
-            ).completions
-            entry["gold/policy"] = sum(gold.score(prompts, singles)) / len(prompts)
+            entry["gold/policy"] = sampled_score(
+                policy, tokenizer, gold, prompts, config.max_new_tokens, config.temperature
+            )
         history.append(entry)
         tqdm.write(f"rft round {round_index}: {entry}")
         data = write_jsonl(

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from tether.algorithms.offline import split_records
 from tether.config import RewardModelConfig
 from tether.data.packing import pack_examples, share_prefixes
 from tether.data.preference import PreferencePair, as_messages, load_pairs
-from tether.data.tokenize import TokenizedExample, pad_collate, tokenize_conversation
+from tether.data.tokenize import TokenizedExample, TokenizedPair, pad_collate, tokenize_conversation
 from tether.engine import Trainer
 from tether.eval.reward import pairwise_metrics
 from tether.judges.preference_model import tokenize_preference_input
@@ -45,19 +44,9 @@ from tether.ops.logprobs import IGNORE_INDEX
 from tether.specs import load_records
 
 
-@dataclass
-class TokenizedPair:
-    chosen: list[int]
-    rejected: list[int]
-    margin: float
-    has_margin: bool
-    weight: float
-    prompt_id: int = 0  # equal for pairs of the same prompt (a ranking's pairs): their sequences share it
-
-
 def tokenize_pairs(
     pairs: list[PreferencePair], tokenizer: object, max_length: int, pairwise: bool = False
-) -> list[TokenizedPair]:
+) -> list[TokenizedPair[list[int]]]:
     """Each pair as two token sequences: (x, y_w) and (x, y_l); with ``pairwise``, (x, y_w, y_l) and
     (x, y_l, y_w) — the two orders of the pairwise prompt."""
     prompt_ids: dict[str, int] = {}
@@ -71,9 +60,8 @@ def tokenize_pairs(
             TokenizedPair(
                 tokenize_preference_input(tokenizer, p.prompt, p.chosen, p.rejected, max_length),
                 tokenize_preference_input(tokenizer, p.prompt, p.rejected, p.chosen, max_length),
-                p.margin or 0.0,
-                p.margin is not None,
                 p.weight,
+                p.margin,
                 prompt_id(p.prompt),
             )
             for p in pairs
@@ -82,9 +70,8 @@ def tokenize_pairs(
         TokenizedPair(
             tokenize_conversation(tokenizer, as_messages(p.prompt, p.chosen), max_length),
             tokenize_conversation(tokenizer, as_messages(p.prompt, p.rejected), max_length),
-            p.margin or 0.0,
-            p.margin is not None,
             p.weight,
+            p.margin,
             prompt_id(p.prompt),
         )
         for p in pairs
@@ -163,7 +150,7 @@ def sequence_layout(
 
 
 def collate_pairs(
-    pairs: list[TokenizedPair], pad_token_id: int, pack_length: int = 0, share_prefix: bool = False
+    pairs: list[TokenizedPair[list[int]]], pad_token_id: int, pack_length: int = 0, share_prefix: bool = False
 ) -> dict[str, torch.Tensor]:
     """Chosen sequences then rejected ones in one layout (see :func:`sequence_layout`): one forward for
     both sides of every pair; with ``share_prefix``, each prompt and each repeated response computed once."""
@@ -175,11 +162,11 @@ def collate_pairs(
     }
 
 
-def pair_fields(pairs: list[TokenizedPair]) -> dict[str, torch.Tensor]:
+def pair_fields(pairs: list[TokenizedPair[list[int]]]) -> dict[str, torch.Tensor]:
     """margin, has_margin and weight (P,) of ``pairs``."""
     return {
-        "margin": torch.tensor([p.margin for p in pairs]),
-        "has_margin": torch.tensor([p.has_margin for p in pairs]),
+        "margin": torch.tensor([p.margin or 0.0 for p in pairs]),
+        "has_margin": torch.tensor([p.margin is not None for p in pairs]),
         "weight": torch.tensor([p.weight for p in pairs]),
     }
 
@@ -229,7 +216,7 @@ def run_reward_model(config: RewardModelConfig) -> dict:
         pair.weight /= mean_weight
     share_prefix = shares_prefixes(model)
 
-    def collate(pairs: list[TokenizedPair]) -> dict[str, torch.Tensor]:
+    def collate(pairs: list[TokenizedPair[list[int]]]) -> dict[str, torch.Tensor]:
         return collate_pairs(pairs, tokenizer.pad_token_id, config.pack_length, share_prefix)
 
     def loss_fn(module: ScalarReward, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
@@ -271,7 +258,7 @@ def run_reward_model(config: RewardModelConfig) -> dict:
 @torch.no_grad()
 def held_out_rewards(
     module: torch.nn.Module,
-    pairs: list[TokenizedPair],
+    pairs: list[TokenizedPair[list[int]]],
     collate: Any,
     batch_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -294,7 +281,7 @@ def held_out_rewards(
 
 def evaluate_pairs(
     module: ScalarReward,
-    pairs: list[TokenizedPair],
+    pairs: list[TokenizedPair[list[int]]],
     pad_token_id: int,
     batch_size: int = 32,
     pack_length: int = 128,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 
@@ -26,6 +26,26 @@ class TokenizedExample:
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+
+S = TypeVar("S")
+
+
+@dataclass
+class TokenizedPair(Generic[S]):
+    """A preference pair's two tokenised sequences, chosen then rejected: ``TokenizedExample``s (labels
+    on the response) for the policy stages, plain token ids for a reward model, which reads the whole
+    sequence. ``weight`` rescales its loss (a ranking's pairs weigh 1/#pairs); ``margin`` is the
+    Bradley–Terry margin when the record gives one; ``prompt_id`` is equal for pairs of the same prompt;
+    ``ref_chosen``/``ref_rejected`` hold log π_ref once cached (``algorithms/offline.py``)."""
+
+    chosen: S
+    rejected: S
+    weight: float = 1.0
+    margin: float | None = None
+    prompt_id: int = 0
+    ref_chosen: float = 0.0
+    ref_rejected: float = 0.0
 
 
 def tokenize_segments(tokenizer: Any, segments: Sequence[tuple[str, bool]]) -> TokenizedExample:

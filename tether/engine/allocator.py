@@ -8,7 +8,7 @@ page fault and a zeroing for each 4 KiB of them, then hands them back. With mmap
 (``M_MMAP_MAX`` = 0) and trimming effectively off (``M_TRIM_THRESHOLD`` at its largest), freed tensors
 stay in the heap and the next step reuses them: the same as running with
 ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000``, which made the stages markedly faster on a
-2-core machine (issue #19), here without asking a newcomer to set anything. The cost: memory freed at
+2-core machine, here without asking a newcomer to set anything. The cost: memory freed at
 the end of a phase stays with the process (its peak resident size is unchanged).
 
 Nothing happens when the user chose for themselves (either ``MALLOC_MMAP_MAX_`` or

@@ -5,7 +5,8 @@
 - AdamW over the prepared module and the warm-up + decay schedule, a pure function of the step;
 - gradient accumulation (no gradient sync before a step's last micro-batch), autocast, clipping, and the
   NaN guard before every optimiser step;
-- the metric log (every ``log_every`` steps and the last), the progress bar (main process);
+- the metric log (every ``log_every`` steps and the last: metrics.jsonl, TensorBoard and the trackers of
+  ``report_to``), the progress bar (main process);
 - checkpoints every ``save_every`` steps — module, optimiser, RNG states of every process, the loop's other
   models and whatever state it carries — and their exact resume.
 
@@ -23,7 +24,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from tether.config import ConfigError, TrainConfig
+from tether.config import ConfigError, TrainConfig, to_dict
 from tether.engine.checkpoint import (
     list_checkpoints,
     load_checkpoint,
@@ -32,7 +33,7 @@ from tether.engine.checkpoint import (
     save_models,
 )
 from tether.engine.guard import NanGuard
-from tether.engine.logging import MetricLogger
+from tether.engine.logging import MetricLogger, parse_report_to
 from tether.engine.optim import build_optimizer, lr_multiplier, set_learning_rate
 from tether.models.save import check_finite_weights
 
@@ -104,7 +105,12 @@ class Session:
         )
         self.module, self.optimizer = self.accelerator.prepare(module, optimizer)
         self.logger = MetricLogger(
-            config.output_dir, self.accelerator.is_main_process, config.tensorboard, fresh=not config.resume
+            config.output_dir,
+            self.accelerator.is_main_process,
+            config.tensorboard,
+            fresh=not config.resume,
+            report_to=parse_report_to(config.report_to),
+            run_config=to_dict(config),
         )
         self.guard = NanGuard(config.nan_policy, config.max_nan_skips)
         self.resumed_from: Path | None = None

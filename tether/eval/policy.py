@@ -45,6 +45,25 @@ def response_logps(
     return values
 
 
+def sampled_score(
+    policy: Any,
+    tokenizer: Any,
+    judge: Any,
+    prompts: list,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    batch_size: int = 32,
+) -> float:
+    """The judge's mean score of one response per prompt sampled from ``policy`` at ``temperature``."""
+    result = generate(policy, tokenizer, prompts, max_new_tokens, True, temperature, batch_size=batch_size)
+    return mean_score(judge, prompts, result.completions)
+
+
+def mean_score(judge: Any, prompts: list, completions: list[str]) -> float:
+    """The judge's mean score of ``completions`` (one per prompt)."""
+    return sum(judge.score(prompts, completions)) / len(completions)
+
+
 def evaluate_policy(
     policy: Any,
     reference: Any,

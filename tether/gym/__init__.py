@@ -1,7 +1,7 @@
 """Synthetic tasks with a hidden gold reward, generated deterministically from a seed.
 
 Each task gives a pre-training corpus (``{"text"}``), SFT conversations (``{"messages"}``) and prompts.
-Later stages add a ``gold_reward(prompt, completion)`` that plays the human. ``get_task(name)`` looks a
+Each task also has a hidden ``gold_reward(prompt, completion)`` that plays the human. ``get_task(name)`` looks a
 task up; ``write_task_data`` writes its files as JSONL so any stage (or another tool) can read them.
 """
 

@@ -1,7 +1,8 @@
 """Judges: anything with ``score(prompts, completions) -> list[float]``.
 
-A Python function, a trained reward model, a gym task's gold reward, and (later) LLM judges all serve
-behind this one interface, to rank samples in ``collect``, to score rollouts in RL, and to evaluate.
+A Python function, a trained reward or preference model, a gym task's gold reward and an LLM judge
+(``judges/llm.py``) all serve behind this one interface, to rank samples in ``collect``, to score
+rollouts in RL, and to evaluate.
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from tether.registry import lookup, register
+
 PreferenceLoss = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 PREFERENCE_LOSSES: dict[str, PreferenceLoss] = {}
@@ -33,22 +35,12 @@ PREFERENCE_LOSSES: dict[str, PreferenceLoss] = {}
 
 def register_preference_loss(name: str) -> Callable[[PreferenceLoss], PreferenceLoss]:
     """Decorator: add a loss to ``PREFERENCE_LOSSES`` under ``name``."""
-
-    def decorator(loss_fn: PreferenceLoss) -> PreferenceLoss:
-        if name in PREFERENCE_LOSSES:
-            raise ValueError(f"preference loss {name!r} is already registered")
-        PREFERENCE_LOSSES[name] = loss_fn
-        return loss_fn
-
-    return decorator
+    return register(PREFERENCE_LOSSES, name, "preference loss")
 
 
 def get_preference_loss(name: str) -> PreferenceLoss:
-    """The registered loss called ``name``; a ValueError listing the valid names otherwise."""
-    if name not in PREFERENCE_LOSSES:
-        valid = ", ".join(sorted(PREFERENCE_LOSSES))
-        raise ValueError(f"unknown preference loss {name!r}; valid names: {valid}")
-    return PREFERENCE_LOSSES[name]
+    """The registered loss called ``name``; a ValueError naming the closest and the valid names otherwise."""
+    return lookup(PREFERENCE_LOSSES, name, "preference loss")
 
 
 def combined_preference_loss(

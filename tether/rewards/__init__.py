@@ -19,7 +19,6 @@ the prompt records, ``tether.specs.load_reference_answers``).
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether import TetherError
+from tether.registry import lookup, register
 from tether.rewards.validation import check_reward_signature, check_scores
 from tether.rewards.verifiable import (
     exact_match,
@@ -56,24 +56,12 @@ REWARDS: dict[str, RewardFn] = {
 def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
     """Decorator: add ``fn(prompts, completions, *, [answers], [lengths], **options) -> list[float]`` to
     ``REWARDS`` under ``name`` (names are unique)."""
-
-    def decorator(fn: RewardFn) -> RewardFn:
-        if name in REWARDS:
-            raise ValueError(f"reward {name!r} is already registered")
-        check_reward_signature(fn, name)
-        REWARDS[name] = fn
-        return fn
-
-    return decorator
+    return register(REWARDS, name, "reward", check=check_reward_signature)
 
 
 def get_reward(name: str) -> RewardFn:
     """The reward registered under ``name``; an unknown name is an error naming the closest one."""
-    if name not in REWARDS:
-        close = difflib.get_close_matches(name, REWARDS, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise TetherError(f"unknown reward '{name}'{hint} (choose from {', '.join(sorted(REWARDS))})")
-    return REWARDS[name]
+    return lookup(REWARDS, name, "reward", TetherError)
 
 
 def answer_source(spec: str, seed: int = 0) -> Callable[[Any], str | None]:
