@@ -95,7 +95,28 @@ def share_prefixes(
     R·L for prefix and past-the-end positions (whose outputs :func:`unshare` reads as 0 — no label is
     predicted there).
     """
-    groups: dict[tuple[int, ...], dict[tuple, None]] = {}  # prefix → its distinct branches, in order
+    groups, keys = _prefix_groups(input_ids, labels)
+    blocks = _blocks(groups, capacity)
+    sizes = [len(prefix) + sum(len(key[0]) for key in branches) for prefix, branches in blocks]
+    rows, width = _first_fit(sizes, max(capacity, *sizes))
+    layout, starts = _lay_out(blocks, rows, width, pad_token_id)
+    block_of, branch_of = layout.pop("block_of"), layout.pop("branch_of")
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    same_block = block_of[:, :, None] == block_of[:, None, :]  # (R, L, L): query, key
+    visible = (branch_of[:, None, :] == -1) | (branch_of[:, :, None] == branch_of[:, None, :])
+    longest = max(len(ids) for ids in input_ids)
+    index = torch.full((len(input_ids), longest), len(rows) * width, dtype=torch.long)
+    for n, (prefix, key) in enumerate(keys):
+        start = starts[(prefix, key)]
+        index[n, len(prefix) : len(prefix) + len(key[0])] = torch.arange(start, start + len(key[0]))
+    return {**layout, "attention_mask": (causal & same_block & visible)[:, None], "index": index}
+
+
+def _prefix_groups(
+    input_ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]]
+) -> tuple[dict[tuple[int, ...], dict[tuple, None]], list[tuple]]:
+    """Each prefix's distinct branches, in order, and each sequence's (prefix, branch key)."""
+    groups: dict[tuple[int, ...], dict[tuple, None]] = {}
     keys = []
     for ids, labs in zip(input_ids, labels):
         first = next((t for t, label in enumerate(labs) if label != IGNORE_INDEX), len(ids))
@@ -103,7 +124,11 @@ def share_prefixes(
         prefix, key = tuple(ids[:cut]), (tuple(ids[cut:]), tuple(labs[cut:]))
         groups.setdefault(prefix, {})[key] = None
         keys.append((prefix, key))
-    # Blocks (prefix, branches), each at most ``capacity`` tokens unless one branch alone is longer.
+    return groups, keys
+
+
+def _blocks(groups: dict[tuple[int, ...], dict[tuple, None]], capacity: int) -> list[tuple[tuple, list]]:
+    """Blocks (prefix, branches), each at most ``capacity`` tokens unless one branch alone is longer."""
     blocks: list[tuple[tuple[int, ...], list[tuple]]] = []
     for prefix, branches in groups.items():
         size = None  # the prefix's first branch opens a block
@@ -114,11 +139,14 @@ def share_prefixes(
                 size = len(prefix)
             blocks[-1][1].append(key)
             size += len(key[0])
-    sizes = [len(prefix) + sum(len(key[0]) for key in branches) for prefix, branches in blocks]
-    capacity = max(capacity, *sizes)
+    return blocks
+
+
+def _first_fit(sizes: list[int], capacity: int) -> tuple[list[list[int]], int]:
+    """Blocks into rows of ``capacity`` tokens, first-fit decreasing; the rows and the widest row's width."""
     rows: list[list[int]] = []
     room: list[int] = []
-    for b in sorted(range(len(blocks)), key=lambda b: -sizes[b]):
+    for b in sorted(range(len(sizes)), key=lambda b: -sizes[b]):
         slot = next((r for r, free in enumerate(room) if free >= sizes[b]), None)
         if slot is None:
             rows.append([])
@@ -126,14 +154,21 @@ def share_prefixes(
             slot = len(rows) - 1
         rows[slot].append(b)
         room[slot] -= sizes[b]
-    width = max(capacity - free for free in room)
+    return rows, max(capacity - free for free in room)
+
+
+def _lay_out(
+    blocks: list[tuple[tuple, list]], rows: list[list[int]], width: int, pad_token_id: int
+) -> tuple[dict[str, torch.Tensor], dict[tuple, int]]:
+    """The (R, width) tensors of the blocks placed row by row — ids, labels, positions, and which block and
+    branch each position belongs to (−1: prefix or padding) — and each branch's first flat position."""
     shape = (len(rows), width)
     ids_out = torch.full(shape, pad_token_id, dtype=torch.long)
     labels_out = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
     position_ids = torch.zeros(shape, dtype=torch.long)
-    block_of = torch.full(shape, -1, dtype=torch.long)  # which block a position belongs to (−1: padding)
-    branch_of = torch.full(shape, -1, dtype=torch.long)  # which branch of its block (−1: prefix, padding)
-    starts: dict[tuple, int] = {}  # (prefix, branch key) → flat layout position of the branch's first token
+    block_of = torch.full(shape, -1, dtype=torch.long)
+    branch_of = torch.full(shape, -1, dtype=torch.long)
+    starts: dict[tuple, int] = {}
     for r, members in enumerate(rows):
         cursor = 0
         for b in members:
@@ -154,22 +189,8 @@ def share_prefixes(
                 starts[(prefix, key)] = r * width + cursor
                 cursor += len(tokens)
         position_ids[r, cursor:] = torch.arange(width - cursor)
-    causal = torch.ones(width, width, dtype=torch.bool).tril()
-    same_block = block_of[:, :, None] == block_of[:, None, :]  # (R, L, L): query, key
-    visible = (branch_of[:, None, :] == -1) | (branch_of[:, :, None] == branch_of[:, None, :])
-    attention_mask = (causal & same_block & visible)[:, None]
-    longest = max(len(ids) for ids in input_ids)
-    index = torch.full((len(input_ids), longest), len(rows) * width, dtype=torch.long)
-    for n, (prefix, key) in enumerate(keys):
-        start = starts[(prefix, key)]
-        index[n, len(prefix) : len(prefix) + len(key[0])] = torch.arange(start, start + len(key[0]))
-    return {
-        "input_ids": ids_out,
-        "labels": labels_out,
-        "position_ids": position_ids,
-        "attention_mask": attention_mask,
-        "index": index,
-    }
+    layout = {"input_ids": ids_out, "labels": labels_out, "position_ids": position_ids}
+    return {**layout, "block_of": block_of, "branch_of": branch_of}, starts
 
 
 def unshare(per_position: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
