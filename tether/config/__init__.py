@@ -5,12 +5,26 @@ and builds configs; the other modules declare the dataclasses. ``from tether.con
 load_config`` is the package's API.
 """
 
+from tether.config.commands import (
+    BestOfNConfig,
+    CollectConfig,
+    CompareConfig,
+    CritiqueReviseConfig,
+    EvalConfig,
+    FrontierConfig,
+    JudgeAgreementConfig,
+    JudgeConfig,
+    PipelineConfig,
+    ScoreConfig,
+)
 from tether.config.loader import (
     ConfigError,
     build_config,
     coerce,
+    defaults,
     describe,
     fields_of,
+    is_unused,
     load_config,
     narrow,
     option,
@@ -21,31 +35,25 @@ from tether.config.loader import (
     to_dict,
     unknown_key_error,
 )
-from tether.config.stages import (
-    BestOfNConfig,
-    CollectConfig,
-    CompareConfig,
-    CritiqueReviseConfig,
-    DistributionMatchingConfig,
+from tether.config.offline import (
     DPOConfig,
-    EvalConfig,
-    FrontierConfig,
     IterativeDPOConfig,
-    JudgeAgreementConfig,
-    JudgeConfig,
     KTOConfig,
-    ModelConfig,
-    NashMDConfig,
-    OnlineDPOConfig,
-    PGConfig,
-    PipelineConfig,
-    PPOConfig,
     PretrainConfig,
     RewardModelConfig,
     RFTConfig,
-    RLConfig,
-    ScoreConfig,
     SFTConfig,
+)
+from tether.config.online import (
+    DistributionMatchingConfig,
+    NashMDConfig,
+    OnlineDPOConfig,
+    PGConfig,
+    PPOConfig,
+    RLConfig,
+)
+from tether.config.sections import (
+    ModelConfig,
     TrainConfig,
 )
 
@@ -78,8 +86,10 @@ __all__ = [
     "TrainConfig",
     "build_config",
     "coerce",
+    "defaults",
     "describe",
     "fields_of",
+    "is_unused",
     "load_config",
     "narrow",
     "option",

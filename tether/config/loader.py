@@ -7,10 +7,13 @@ field's bound is refused. Imports nothing of tether but ``TetherError``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import inspect
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -26,15 +29,66 @@ class ConfigError(TetherError):
 
 def option(default: Any, help: str, minimum: float | None = None) -> Any:
     """A config field with help text (shown by ``--help``) and an optional lower bound."""
-    kwargs: dict[str, Any] = {"metadata": {"help": help, "minimum": minimum}}
+    return _field(default, {"help": help, "minimum": minimum})
+
+
+def _field(default: Any, metadata: dict[str, Any]) -> Any:
     if isinstance(default, (list, dict)):
-        kwargs["default_factory"] = lambda: type(default)(default)
-    else:
-        kwargs["default"] = default
-    return field(**kwargs)
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 C = TypeVar("C")
+
+
+def defaults(
+    unused: dict[str, str] | None = None, minimums: dict[str, float] | None = None, **values: Any
+) -> Callable[[type[C]], type[C]]:
+    """The dataclass decorator of a config that changes inherited defaults without declaring the fields
+    again: each field keeps its one declaration (type, help text, bound). ``@defaults(learning_rate=5e-5)``
+    on ``class PPOConfig(RLConfig)`` replaces ``@dataclass``.
+
+    ``unused={name: why}`` marks inherited fields the config does not use: hidden from ``--help`` and from
+    saved configs, and refused by :func:`build_config` when set (a one-line error naming the field).
+    ``minimums={name: bound}`` raises an inherited field's lower bound for this config."""
+    unused, minimums = unused or {}, minimums or {}
+
+    def apply(cls: type[C]) -> type[C]:
+        inherited: dict[str, tuple[dataclasses.Field, type]] = {}
+        for base in reversed(cls.__mro__[1:]):
+            if dataclasses.is_dataclass(base):
+                inherited.update({f.name: (f, base) for f in dataclasses.fields(base)})
+        own = dict(inspect.get_annotations(cls))
+        for name in {**values, **unused, **minimums}:
+            if name in own or name not in inherited:
+                raise TypeError(
+                    f"{cls.__name__}: defaults({name}=…) needs a field inherited, not declared here"
+                )
+            base_field, base = inherited[name]
+            metadata = dict(base_field.metadata)
+            if name in unused:
+                metadata["unused"] = unused[name]
+            if name in minimums:
+                metadata["minimum"] = minimums[name]
+            if name in values:
+                default = values[name]
+            elif base_field.default is not dataclasses.MISSING:
+                default = base_field.default
+            else:
+                default = base_field.default_factory()
+            own[name] = typing.get_type_hints(base)[name]
+            setattr(cls, name, _field(default, metadata))
+        cls.__annotations__ = own
+        cls.__config_defaults__ = frozenset({**values, **unused, **minimums})  # not declarations: see tests
+        return dataclasses.dataclass(cls)
+
+    return apply
+
+
+def is_unused(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("unused"))
+
+
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -133,7 +187,7 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
 
 
 def unknown_key_error(cls: type, key: str, where: str) -> ConfigError:
-    names = list(fields_of(cls))
+    names = [name for name, f in fields_of(cls).items() if not is_unused(f)]
     close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
     hint = f"; did you mean '{close[0]}'?" if close else f"; valid fields: {', '.join(names)}"
     return ConfigError(f"{where}: unknown field '{key}'{hint}")
@@ -148,6 +202,8 @@ def build_config(cls: type[C], values: dict[str, Any], where: dict[str, str] | s
         origin = where.get(key, "config") if isinstance(where, dict) else where
         if key not in known:
             raise unknown_key_error(cls, key, origin)
+        if is_unused(known[key]):
+            raise ConfigError(f"{origin}: field '{key}': not used: {known[key].metadata['unused']}")
         converted = coerce(hints[key], value, key, origin)
         minimum = known[key].metadata.get("minimum")
         if minimum is not None and isinstance(converted, (int, float)) and converted < minimum:
@@ -209,6 +265,8 @@ def describe(cls: type, allowed: dict[str, tuple[Any, ...]] | None = None) -> st
     allowed = allowed or {}
     lines = []
     for f in dataclasses.fields(cls):
+        if is_unused(f):
+            continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kind = _type_name(hints[f.name])
         if f.name in allowed:
@@ -219,7 +277,10 @@ def describe(cls: type, allowed: dict[str, tuple[Any, ...]] | None = None) -> st
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """The fields of a config that it uses (what ``save_config`` writes and :func:`build_config` accepts)."""
+    return {
+        f.name: copy.deepcopy(getattr(config, f.name)) for f in dataclasses.fields(config) if not is_unused(f)
+    }
 
 
 def save_config(config: Any, path: str | Path) -> None:
