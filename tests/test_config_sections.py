@@ -11,9 +11,13 @@ import pytest
 import tether.config as config_package
 from tether.config import (
     ConfigError,
+    DistributionMatchingConfig,
     DPOConfig,
     EvalConfig,
+    IterativeDPOConfig,
     KTOConfig,
+    NashMDConfig,
+    OnlineDPOConfig,
     PGConfig,
     PPOConfig,
     PretrainConfig,
@@ -112,6 +116,12 @@ def test_help_shows_each_stages_own_default_with_the_one_help_text(cls, name, de
 
 
 UNUSED = [
+    (OnlineDPOConfig, "kl_in_reward", "true"),
+    (OnlineDPOConfig, "kl_coef", "0.1"),
+    (DistributionMatchingConfig, "kl_in_reward", "true"),
+    (DistributionMatchingConfig, "kl_coef", "0.1"),
+    (NashMDConfig, "kl_in_reward", "true"),
+    (IterativeDPOConfig, "data", "pairs.jsonl"),
     (RFTConfig, "data", "gym:reviews"),
     (RFTConfig, "eval_data", "held.jsonl"),
     (KTOConfig, "group_by_prompt", "true"),

@@ -41,9 +41,15 @@ class PolicyEvalConfig:
 
 @defaults(output_dir="runs/collect", judge="gym:reviews", n_prompts=512, batch_size=64)
 class CollectConfig(
-    OutputDirConfig, PolicyConfig, ScoringConfig, PromptsConfig, NucleusConfig, RankingConfig,
-    InferenceBatchConfig, RunConfig,
-):  # fmt: skip
+    RunConfig,
+    InferenceBatchConfig,
+    RankingConfig,
+    NucleusConfig,
+    PromptsConfig,
+    ScoringConfig,
+    PolicyConfig,
+    OutputDirConfig,
+):
     """Sample K responses per prompt from a policy, rank them with a judge, write rankings and pairs."""
 
     split: Literal["train", "eval", "test"] = option("train", "Which of a gym task's prompt splits to use.")
@@ -51,21 +57,27 @@ class CollectConfig(
 
 @defaults(output="runs/best_of_n.jsonl", n_prompts=128, n=8, batch_size=64)
 class BestOfNConfig(
-    OutputConfig, PolicyConfig, ScoringConfig, GoldConfig, PromptsConfig, BestOfConfig, InferenceBatchConfig,
     RunConfig,
-):  # fmt: skip
+    InferenceBatchConfig,
+    BestOfConfig,
+    PromptsConfig,
+    GoldConfig,
+    ScoringConfig,
+    PolicyConfig,
+    OutputConfig,
+):
     """Best-of-n sampling: draw n responses per prompt, keep the judge's favourite."""
 
 
 @defaults()
-class ScoreConfig(ScoringConfig, OutputConfig, InferenceBatchConfig, RemoteCodeConfig):
+class ScoreConfig(RemoteCodeConfig, InferenceBatchConfig, OutputConfig, ScoringConfig):
     """Score a JSONL of (prompt, completion) with a reward model or judge."""
 
     data: str = option("", "Input records with 'prompt' and 'completion'.")
 
 
 @defaults(batch_size=8)
-class JudgeConfig(InferenceBatchConfig, RunConfig):
+class JudgeConfig(RunConfig, InferenceBatchConfig):
     """An LLM judge (RLAIF): give the path of a YAML file of these fields wherever a judge or reward is
     asked for (``judge=…``, ``reward=…``)."""
 
@@ -84,7 +96,7 @@ class JudgeConfig(InferenceBatchConfig, RunConfig):
 
 
 @defaults(judge="")
-class JudgeAgreementConfig(ScoringConfig, OutputConfig, RunConfig):
+class JudgeAgreementConfig(RunConfig, OutputConfig, ScoringConfig):
     """How often a judge agrees with gold labels on held-out pairs, with and without order swapping."""
 
     pairs: str = option("", "Pairs (prompt, chosen, rejected); chosen is the label unless 'gold' is set.")
@@ -93,7 +105,7 @@ class JudgeAgreementConfig(ScoringConfig, OutputConfig, RunConfig):
 
 
 @defaults(output_dir="runs/critique_revise", n_prompts=64, max_new_tokens=96, temperature=0.7, batch_size=16)
-class CritiqueReviseConfig(OutputDirConfig, PromptsConfig, InferenceBatchConfig, RunConfig):
+class CritiqueReviseConfig(RunConfig, InferenceBatchConfig, PromptsConfig, OutputDirConfig):
     """Constitutional AI's supervised phase: sample, self-critique by a principle, revise; keep revisions."""
 
     model: str = option(
@@ -110,7 +122,7 @@ class CritiqueReviseConfig(OutputDirConfig, PromptsConfig, InferenceBatchConfig,
         "temperature": "eval decodes greedily",
     },
 )
-class EvalConfig(GymTaskConfig, PromptsConfig, InferenceBatchConfig, OutputConfig, RunConfig):
+class EvalConfig(RunConfig, OutputConfig, InferenceBatchConfig, PromptsConfig, GymTaskConfig):
     """Evaluate a model on a gym task's held-out examples and prompts."""
 
     model: str = option("runs/sft", "The model to evaluate (HF folder, .gguf, or 'smollm2').")
@@ -119,7 +131,7 @@ class EvalConfig(GymTaskConfig, PromptsConfig, InferenceBatchConfig, OutputConfi
 
 @defaults(policy="runs/dpo", judge="gym:reviews", n_prompts=128)
 class CompareConfig(
-    PolicyConfig, ScoringConfig, PromptsConfig, InferenceBatchConfig, OutputConfig, RunConfig
+    RunConfig, OutputConfig, InferenceBatchConfig, PromptsConfig, ScoringConfig, PolicyConfig
 ):
     """Compare a policy with its reference on held-out prompts: gold reward, win rate, KL, diversity."""
 

@@ -27,7 +27,7 @@ from tether.config.sections import (
     learning_rate=3e-3,
     weight_decay=0.01,
 )
-class PretrainConfig(TrainConfig, DataConfig, HeldOutConfig):
+class PretrainConfig(HeldOutConfig, DataConfig, TrainConfig):
     """Pre-training by next-token prediction on packed text."""
 
     model: str = option(
@@ -63,12 +63,12 @@ class PretrainConfig(TrainConfig, DataConfig, HeldOutConfig):
 
 
 @defaults(output_dir="runs/sft", model="runs/pretrain", data="gym:reviews")
-class SFTConfig(ModelConfig, TrainConfig, DataConfig, EvalDataConfig, LengthConfig):
+class SFTConfig(LengthConfig, EvalDataConfig, DataConfig, TrainConfig, ModelConfig):
     """Supervised fine-tuning (instruction tuning) with loss on response tokens only."""
 
 
 @defaults(output_dir="runs/reward_model", eval_fraction=0.1, num_epochs=2.0)
-class RewardModelConfig(ModelConfig, TrainConfig, DataConfig, EvalDataConfig, PairsConfig, HeldOutConfig):
+class RewardModelConfig(HeldOutConfig, PairsConfig, EvalDataConfig, DataConfig, TrainConfig, ModelConfig):
     """A reward model: the LM with a scalar head, trained by Bradley–Terry maximum likelihood."""
 
     center_coef: float = option(0.0, "Reward-centering weight: + c·(r_w + r_l)² per pair.", minimum=0.0)
@@ -80,7 +80,7 @@ class RewardModelConfig(ModelConfig, TrainConfig, DataConfig, EvalDataConfig, Pa
 
 
 @defaults(output_dir="runs/dpo", learning_rate=2e-4)
-class DPOConfig(ModelConfig, TrainConfig, DataConfig, PairsConfig, HeldOutConfig, PreferenceLossConfig):
+class DPOConfig(PreferenceLossConfig, HeldOutConfig, PairsConfig, DataConfig, TrainConfig, ModelConfig):
     """Offline preference optimisation: DPO and its family, from pairs or rankings, no sampling."""
 
     ref_model: str = option(
@@ -94,7 +94,7 @@ class DPOConfig(ModelConfig, TrainConfig, DataConfig, PairsConfig, HeldOutConfig
     minimums={"batch_size": 2},  # KTO's reference point is estimated from the other examples of a batch
     unused={"group_by_prompt": "KTO's examples are unpaired"},
 )
-class KTOConfig(ModelConfig, TrainConfig, DataConfig, PairsConfig, HeldOutConfig):
+class KTOConfig(HeldOutConfig, PairsConfig, DataConfig, TrainConfig, ModelConfig):
     """KTO on unpaired thumbs-up/down data (or rankings: best completion up, worst down)."""
 
     beta: float = option(0.1, "β of KTO's value function.", minimum=0.0)
@@ -107,8 +107,9 @@ class KTOConfig(ModelConfig, TrainConfig, DataConfig, PairsConfig, HeldOutConfig
     num_samples=2,
     data="",
     eval_fraction=0.0,
+    unused={"data": "each round collects its own pairs"},
 )
-class IterativeDPOConfig(DPOConfig, RoundsConfig, RankingConfig):
+class IterativeDPOConfig(RankingConfig, RoundsConfig, DPOConfig):
     """Iterative DPO: rounds of sample K per prompt from the current policy → label with a judge → DPO."""
 
     reference: Literal["initial", "previous"] = option(
@@ -124,5 +125,5 @@ class IterativeDPOConfig(DPOConfig, RoundsConfig, RankingConfig):
         "eval_data": "each round fine-tunes on its own selected samples, with no held-out data",
     },
 )
-class RFTConfig(SFTConfig, RoundsConfig, BestOfConfig):
+class RFTConfig(BestOfConfig, RoundsConfig, SFTConfig):
     """Rejection-sampling fine-tuning: rounds of sample n → keep the best by a judge → SFT on them."""

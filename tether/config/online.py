@@ -22,6 +22,8 @@ NOT_ONLINE = {
     "compare` evaluates the saved policy)",
     "eval_batch_size": "online stages do not evaluate during training",
 }
+# The tether of the stages whose loss holds the KL term itself: kl_in_reward (and there kl_coef) refused.
+LOSS_HOLDS_KL = "the {what} holds the tether to the reference"
 
 
 @defaults(
@@ -37,7 +39,7 @@ NOT_ONLINE = {
     minimums={"max_steps": 1},
     unused=NOT_ONLINE,
 )
-class RLConfig(ModelConfig, TrainConfig, PromptsConfig, NucleusConfig, GoldConfig, KLConfig):
+class RLConfig(KLConfig, GoldConfig, NucleusConfig, PromptsConfig, TrainConfig, ModelConfig):
     """Online regularised reward maximisation: sample, score, reward − β·KL, advantages, update."""
 
     reward: str = option(
@@ -149,8 +151,12 @@ class PGConfig(RLConfig):
     kl_in_reward=False,
     kl_coef=0.0,
     minimums={"group_size": 2, "minibatch_size": 2},
+    unused={
+        "kl_in_reward": LOSS_HOLDS_KL.format(what="preference loss (its β)"),
+        "kl_coef": LOSS_HOLDS_KL.format(what="preference loss (its β)"),
+    },
 )
-class OnlineDPOConfig(RLConfig, PreferenceLossConfig):
+class OnlineDPOConfig(PreferenceLossConfig, RLConfig):
     """Online DPO: each step, sample two responses per prompt from the current policy, let the judge pick
     the better, and apply a loss of the preference registry."""
 
@@ -164,6 +170,10 @@ class OnlineDPOConfig(RLConfig, PreferenceLossConfig):
     kl_in_reward=False,
     kl_coef=0.0,
     minimums={"group_size": 2},
+    unused={
+        "kl_in_reward": LOSS_HOLDS_KL.format(what="target p* (its β)"),
+        "kl_coef": LOSS_HOLDS_KL.format(what="target p* (its β)"),
+    },
 )
 class DistributionMatchingConfig(RLConfig):
     """DPG and BRAIn: fit π_θ to p*(y|x) ∝ π_ref(y|x)·exp(r(x, y)/β) from G samples per prompt."""
@@ -186,6 +196,7 @@ class DistributionMatchingConfig(RLConfig):
     learning_rate=1e-4,
     kl_in_reward=False,
     minimums={"group_size": 2, "minibatch_size": 2},
+    unused={"kl_in_reward": LOSS_HOLDS_KL.format(what="Nash-MD loss (its KL term, kl_coef)")},
 )
 class NashMDConfig(RLConfig):
     """Nash-MD: play against an opponent, with P(y ≻ y') from a judge as the reward, regularised towards π_ref."""
