@@ -24,7 +24,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from tether import TetherError
-from tether.config import FrontierConfig, PipelineConfig, build_config
+from tether.config import FrontierConfig, PipelineConfig, build_config, to_dict
 from tether.eval.aggregate import best_of_n_kl, gold_at_kl, mean_std
 
 METHODS = ("ppo", "grpo", "rloo", "dpo")
@@ -85,7 +85,7 @@ def method_configs(config: FrontierConfig) -> tuple[dict[str, Any], dict[str, An
         dpo=config.dpo,
     )
     stages = stage_configs(pipeline)
-    rloo_values = {**dataclasses.asdict(stages["grpo"]), "estimator": "rloo", **config.rloo}
+    rloo_values = {**to_dict(stages["grpo"]), "estimator": "rloo", **config.rloo}
     bases = {
         "ppo": stages["ppo"],
         "grpo": stages["grpo"],

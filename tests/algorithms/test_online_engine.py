@@ -23,6 +23,7 @@ from tether.config import (
     OnlineDPOConfig,
     PGConfig,
     PPOConfig,
+    describe,
     load_config,
 )
 from tether.engine.session import Session, build_accelerator
@@ -70,10 +71,15 @@ def short_run(tiny_folder, out, *extra):
 def test_a_field_the_online_loop_cannot_use_is_a_one_line_error_naming_it(tmp_path, stage, name, value):
     config_cls, runner = STAGES[stage]
     out = tmp_path / "out"
-    config = load_config(
-        config_cls, None, [f"model={tmp_path / 'absent'}", f"output_dir={out}", f"{name}={value}"]
-    )
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ConfigError) as caught:  # refused by the loader, and not shown by --help
+        load_config(
+            config_cls, None, [f"model={tmp_path / 'absent'}", f"output_dir={out}", f"{name}={value}"]
+        )
+    message = str(caught.value)
+    assert message.startswith(f"command line: field '{name}': not used: ") and "\n" not in message
+    assert f"  {name} (" not in describe(config_cls)
+    config = config_cls(model=str(tmp_path / "absent"), output_dir=str(out), **{name: float(value)})
+    with pytest.raises(ConfigError) as caught:  # a config built in code: refused by the loop
         runner(config)
     message = str(caught.value)
     assert message.startswith(f"field '{name}': not used: ") and "\n" not in message

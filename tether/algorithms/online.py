@@ -38,7 +38,7 @@ from tether.algorithms.online_batch import (
     refilled,
     rows_per_minibatch,
 )
-from tether.config import ConfigError, RLConfig
+from tether.config import ConfigError, RLConfig, is_unused
 from tether.engine.session import Session, build_accelerator
 from tether.envs import resolve_env
 from tether.losses.policy import entropy_bonus, kl_penalty_loss, ppo_clip_loss
@@ -53,14 +53,6 @@ from tether.specs import load_prompts, resolve_judge
 AdvantageFn = Callable[[Experience, RLConfig], None]
 LossFn = Callable[[dict, Experience, RLConfig, float], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 CountFn = Callable[[Experience, RLConfig], float]
-
-# Fields every stage config inherits from TrainConfig that mean nothing in this loop: refused when set.
-NOT_ONLINE = {
-    "num_epochs": "online stages run max_steps iterations, each on a fresh batch (ppo_epochs passes over it)",
-    "eval_every": "online stages do not evaluate during training (gold=… scores every batch; `tether "
-    "compare` evaluates the saved policy)",
-    "eval_batch_size": "online stages do not evaluate during training",
-}
 
 
 def run_online(
@@ -109,13 +101,14 @@ def run_online(
 
 def check_online_settings(config: RLConfig, hooks: LoopHooks) -> None:
     """Refuse, before anything is loaded, what the loop would otherwise ignore or get wrong: a KL placement
-    without the right gradient, inherited fields that mean nothing here (``NOT_ONLINE``), and samplers
+    without the right gradient, fields the config marks unused (``config/online.py``), and samplers
     that cannot serve an environment, an opponent or a proposal."""
     check_kl_settings(config)
-    for name, why in NOT_ONLINE.items():
-        default = next(f.default for f in dataclasses.fields(config) if f.name == name)
-        if getattr(config, name) != default:
-            raise ConfigError(f"field '{name}': not used: {why}; leave it at {default!r}")
+    for f in dataclasses.fields(config):  # refused by the loader; here for configs built in code
+        if is_unused(f) and getattr(config, f.name) != f.default:
+            raise ConfigError(
+                f"field '{f.name}': not used: {f.metadata['unused']}; leave it at {f.default!r}"
+            )
     special = hooks.opponent is not None or hooks.proposal is not None
     if config.env and (special or config.rollout_backend != "hf"):
         raise ConfigError(

@@ -1,0 +1,102 @@
+"""Typed stage configs and their loader.
+
+``loader.py`` (bottom layer: imports nothing of tether but ``TetherError``) declares fields and reads, checks
+and builds configs; the other modules declare the dataclasses. ``from tether.config import DPOConfig,
+load_config`` is the package's API.
+"""
+
+from tether.config.commands import (
+    BestOfNConfig,
+    CollectConfig,
+    CompareConfig,
+    CritiqueReviseConfig,
+    EvalConfig,
+    FrontierConfig,
+    JudgeAgreementConfig,
+    JudgeConfig,
+    PipelineConfig,
+    ScoreConfig,
+)
+from tether.config.loader import (
+    ConfigError,
+    build_config,
+    coerce,
+    defaults,
+    describe,
+    fields_of,
+    is_unused,
+    load_config,
+    narrow,
+    option,
+    parse_overrides,
+    read_values,
+    read_yaml,
+    save_config,
+    to_dict,
+    unknown_key_error,
+)
+from tether.config.offline import (
+    DPOConfig,
+    IterativeDPOConfig,
+    KTOConfig,
+    PretrainConfig,
+    RewardModelConfig,
+    RFTConfig,
+    SFTConfig,
+)
+from tether.config.online import (
+    DistributionMatchingConfig,
+    NashMDConfig,
+    OnlineDPOConfig,
+    PGConfig,
+    PPOConfig,
+    RLConfig,
+)
+from tether.config.sections import (
+    ModelConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "BestOfNConfig",
+    "CollectConfig",
+    "CompareConfig",
+    "ConfigError",
+    "CritiqueReviseConfig",
+    "DPOConfig",
+    "DistributionMatchingConfig",
+    "EvalConfig",
+    "FrontierConfig",
+    "IterativeDPOConfig",
+    "JudgeAgreementConfig",
+    "JudgeConfig",
+    "KTOConfig",
+    "ModelConfig",
+    "NashMDConfig",
+    "OnlineDPOConfig",
+    "PGConfig",
+    "PPOConfig",
+    "PipelineConfig",
+    "PretrainConfig",
+    "RFTConfig",
+    "RLConfig",
+    "RewardModelConfig",
+    "SFTConfig",
+    "ScoreConfig",
+    "TrainConfig",
+    "build_config",
+    "coerce",
+    "defaults",
+    "describe",
+    "fields_of",
+    "is_unused",
+    "load_config",
+    "narrow",
+    "option",
+    "parse_overrides",
+    "read_values",
+    "read_yaml",
+    "save_config",
+    "to_dict",
+    "unknown_key_error",
+]
