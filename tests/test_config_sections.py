@@ -122,10 +122,10 @@ UNUSED = [
     (DistributionMatchingConfig, "kl_coef", "0.1"),
     (NashMDConfig, "kl_in_reward", "true"),
     (IterativeDPOConfig, "data", "pairs.jsonl"),
-    (RFTConfig, "data", "gym:reviews"),
+    (RFTConfig, "data", "gym:arithmetic"),
     (RFTConfig, "eval_data", "held.jsonl"),
     (KTOConfig, "group_by_prompt", "true"),
-    (EvalConfig, "prompts", "gym:reviews"),
+    (EvalConfig, "prompts", "gym:arithmetic"),
     (EvalConfig, "temperature", "0.5"),
     (PPOConfig, "num_epochs", "2"),
 ]
@@ -146,6 +146,15 @@ def test_an_unused_field_is_refused_in_one_line_and_hidden(tmp_path, cls, name, 
     assert name not in to_dict(config)
     save_config(config, tmp_path / "saved.yaml")  # a saved config loads again
     assert load_config(cls, str(tmp_path / "saved.yaml")) == config
+
+
+def test_an_unused_field_at_its_default_loads(tmp_path):
+    # A config saved before these fields became unused holds their defaults: it still loads, unchanged.
+    path = tmp_path / "old.yaml"
+    path.write_text("max_steps: 5\nnum_epochs: 1.0\neval_every: 0\n")
+    assert load_config(PPOConfig, str(path)) == load_config(PPOConfig, None, ["max_steps=5"])
+    with pytest.raises(ConfigError, match="field 'num_epochs': not used"):
+        load_config(PPOConfig, None, ["num_epochs=1.5"])
 
 
 def test_a_raised_bound_is_per_stage():

@@ -85,6 +85,10 @@ def defaults(
     return apply
 
 
+def _default(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
 def is_unused(f: dataclasses.Field) -> bool:
     return bool(f.metadata.get("unused"))
 
@@ -202,9 +206,13 @@ def build_config(cls: type[C], values: dict[str, Any], where: dict[str, str] | s
         origin = where.get(key, "config") if isinstance(where, dict) else where
         if key not in known:
             raise unknown_key_error(cls, key, origin)
-        if is_unused(known[key]):
-            raise ConfigError(f"{origin}: field '{key}': not used: {known[key].metadata['unused']}")
         converted = coerce(hints[key], value, key, origin)
+        if is_unused(known[key]):
+            # Its default changes nothing (configs saved before the field became unused hold it); any
+            # other value would be silently ignored, so it is refused.
+            if converted == _default(known[key]):
+                continue
+            raise ConfigError(f"{origin}: field '{key}': not used: {known[key].metadata['unused']}")
         minimum = known[key].metadata.get("minimum")
         if minimum is not None and isinstance(converted, (int, float)) and converted < minimum:
             raise ConfigError(f"{origin}: field '{key}': must be at least {minimum}, got {converted!r}")
