@@ -10,7 +10,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from tether.report.html import _figure_to_data_uri, _plt
+from tether.report.html import _plt, _saved
 
 
 def _pm(cell: list[float] | None, form: str) -> str:
@@ -48,10 +48,7 @@ def plot_frontier_curves(summary: dict[str, Any], records: list[dict[str, Any]],
     axis.set_title(f"gold reward vs KL over {len(summary['seeds'])} seeds (points: single runs)")
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
-    figure.savefig(out / "frontier.png", dpi=110, bbox_inches="tight")
-    uri = _figure_to_data_uri(figure)
-    plt.close(figure)
-    return uri
+    return _saved(figure, out / "frontier.png")
 
 
 def frontier_tables(summary: dict[str, Any]) -> list[str]:

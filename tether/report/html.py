@@ -15,12 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from tether.engine.logging import read_metrics
+from tether.eval.aggregate import mean_std
 
 
 def _figure_to_data_uri(figure: Any) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _saved(figure: Any, path: Path) -> str:
+    """Write ``figure`` to ``path`` (PNG) and close it; return it as an embeddable data URI."""
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    uri = _figure_to_data_uri(figure)
+    _plt().close(figure)
+    return uri
 
 
 def _plt() -> Any:
@@ -48,10 +57,7 @@ def plot_frontier(policies: dict[str, dict], out: Path) -> str:
         axis.set_ylabel(title)
         axis.set_title(f"{title} vs KL")
         axis.grid(alpha=0.3)
-    figure.savefig(out / "frontier.png", dpi=110, bbox_inches="tight")
-    uri = _figure_to_data_uri(figure)
-    plt.close(figure)
-    return uri
+    return _saved(figure, out / "frontier.png")
 
 
 def plot_seeds(runs: dict[Any, dict[str, dict]], out: Path) -> str:
@@ -63,31 +69,16 @@ def plot_seeds(runs: dict[Any, dict[str, dict]], out: Path) -> str:
         points = [(r[name]["kl"], r[name]["gold"]) for r in runs.values() if name in r]
         colour = f"C{index}"
         axis.scatter(*zip(*points), s=22, color=colour, alpha=0.6)
-        kls, golds = zip(*points)
-        mean_kl, mean_gold = sum(kls) / len(kls), sum(golds) / len(golds)
-        spread = [
-            (sum((v - m) ** 2 for v in vs) / max(1, len(vs) - 1)) ** 0.5
-            for vs, m in ((kls, mean_kl), (golds, mean_gold))
-        ]
+        (mean_kl, std_kl), (mean_gold, std_gold) = (mean_std(values) for values in zip(*points))
         axis.errorbar(
-            mean_kl,
-            mean_gold,
-            xerr=spread[0],
-            yerr=spread[1],
-            color=colour,
-            marker="s",
-            capsize=3,
-            label=name,
+            mean_kl, mean_gold, xerr=std_kl, yerr=std_gold, color=colour, marker="s", capsize=3, label=name
         )
     axis.set_xlabel("KL(π ‖ π_ref) per response (nats)")
     axis.set_ylabel("gold reward")
     axis.set_title(f"every seed ({len(runs)}): points; mean ± std: squares")
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
-    figure.savefig(out / "seeds.png", dpi=110, bbox_inches="tight")
-    uri = _figure_to_data_uri(figure)
-    plt.close(figure)
-    return uri
+    return _saved(figure, out / "seeds.png")
 
 
 def plot_curves(stage_dirs: dict[str, Path], out: Path) -> str:
@@ -119,10 +110,7 @@ def plot_curves(stage_dirs: dict[str, Path], out: Path) -> str:
         axis.legend(fontsize=7)
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(out / "curves.png", dpi=110, bbox_inches="tight")
-    uri = _figure_to_data_uri(figure)
-    plt.close(figure)
-    return uri
+    return _saved(figure, out / "curves.png")
 
 
 def plot_hacking(runs: dict[str, Path], out: Path) -> str:
@@ -148,10 +136,7 @@ def plot_hacking(runs: dict[str, Path], out: Path) -> str:
         axis.legend(proxy + gold, [line.get_label() for line in proxy + gold], fontsize=8, loc="upper left")
         axis.grid(alpha=0.3)
     figure.tight_layout(w_pad=3)
-    figure.savefig(out / "hacking.png", dpi=110, bbox_inches="tight")
-    uri = _figure_to_data_uri(figure)
-    plt.close(figure)
-    return uri
+    return _saved(figure, out / "hacking.png")
 
 
 def ladder_html(ladder: dict[str, Any] | None) -> list[str]:
