@@ -134,3 +134,21 @@ def test_hacking_check_needs_a_curve(tmp_path):
     # Window 5 over gold [0.5, 0.3, 0.1] → [0.5, 0.4, 0.3]: peak 0.5, end 0.3; proxy 0 → 1.
     assert result["hacking"][1]["gold_falls_from_peak"] and result["hacking"][1]["holds"]
     assert "samples" not in result["runs"][0]["ppo_no_kl"]
+
+
+def test_later_stages_follow_an_earlier_stage_moved_elsewhere(tmp_path):
+    config = load_config(
+        PipelineConfig,
+        None,
+        [
+            f"output_dir={tmp_path}",
+            f"pretrain.output_dir={tmp_path / 'lm'}",
+            f"reward_model.output_dir={tmp_path / 'rm'}",
+            f"reward_model.data={tmp_path / 'pairs.jsonl'}",
+        ],
+    )
+    configs = stage_configs(config)
+    assert configs["sft"].model == configs["pretrain_rnn"].tokenizer == str(tmp_path / "lm")
+    assert configs["dpo"].data == str(tmp_path / "pairs.jsonl")  # DPO learns from the reward model's data
+    assert configs["ppo"].reward == configs["grpo"].reward == str(tmp_path / "rm")
+    assert configs["collect"].policy == configs["reward_model"].model == str(tmp_path / "sft")

@@ -103,83 +103,42 @@ def _lm_label(name: str, config: Any) -> str:
 
 
 def stage_configs(config: PipelineConfig) -> dict[str, Any]:
-    """Every stage's config for the first seed, in ``STAGES`` order (``evaluate`` last)."""
+    """Every stage's config for the first seed, in ``STAGES`` order (``evaluate`` last). Each later stage
+    reads the folders of the earlier ones from their configs, so a section's ``output_dir`` is followed."""
     root = Path(config.output_dir)
     data = f"gym:{config.task}"
-    seed = {"seed": config.seed}
     configs: dict[str, Any] = {}
-    configs["pretrain"] = _stage_config(
-        PretrainConfig,
-        DEFAULT_PRETRAIN,
-        config.pretrain,
-        "pretrain",
-        output_dir=str(root / "pretrain"),
-        data=data,
-        **seed,
-    )
-    configs["sft"] = _stage_config(
-        SFTConfig,
-        DEFAULT_SFT,
-        config.sft,
-        "sft",
-        output_dir=str(root / "sft"),
-        model=str(root / "pretrain"),
-        data=data,
-        **seed,
-    )
-    sft = configs["sft"].output_dir
-    configs["collect"] = _stage_config(
-        CollectConfig,
-        {},
-        config.collect,
-        "collect",
-        output_dir=str(root / "collect"),
-        policy=sft,
-        judge=data,
-        prompts=data,
-        **seed,
-    )
-    rankings = str(root / "collect" / "rankings.jsonl")
-    configs["reward_model"] = _stage_config(
-        RewardModelConfig,
-        {},
-        config.reward_model,
-        "reward_model",
-        output_dir=str(root / "reward_model"),
-        model=sft,
-        data=rankings,
-        **seed,
-    )
-    configs["dpo"] = _stage_config(
-        DPOConfig, {}, config.dpo, "dpo", output_dir=str(root / "dpo"), model=sft, data=rankings, **seed
-    )
-    rl = {"model": sft, "reward": str(root / "reward_model"), "gold": data, "prompts": data, **seed}
-    configs["ppo"] = _stage_config(PPOConfig, {}, config.ppo, "ppo", output_dir=str(root / "ppo"), **rl)
-    configs["grpo"] = _stage_config(
-        PGConfig, DEFAULT_GRPO, config.grpo, "grpo", output_dir=str(root / "grpo"), **rl
-    )
+
+    def add(name: str, cls: type, defaults: dict, **fixed: Any) -> Any:
+        """Stage ``name``'s config: ``defaults``, then ``fixed``, then the pipeline section's overrides."""
+        fixed = {"output_dir": str(root / name), "seed": config.seed, **fixed}
+        configs[name] = _stage_config(cls, defaults, getattr(config, name), name, **fixed)
+        return configs[name]
+
+    pretrain = add("pretrain", PretrainConfig, DEFAULT_PRETRAIN, data=data)
+    sft = add("sft", SFTConfig, DEFAULT_SFT, model=pretrain.output_dir, data=data).output_dir
+    collect = add("collect", CollectConfig, {}, policy=sft, judge=data, prompts=data)
+    rankings = str(Path(collect.output_dir) / "rankings.jsonl")
+    reward_model = add("reward_model", RewardModelConfig, {}, model=sft, data=rankings)
+    # DPO learns from the same preferences as the reward model (its data, if the user pointed it elsewhere).
+    add("dpo", DPOConfig, {}, model=sft, data=reward_model.data)
+    rl = {"model": sft, "reward": reward_model.output_dir, "gold": data, "prompts": data}
+    add("ppo", PPOConfig, {}, **rl)
+    add("grpo", PGConfig, DEFAULT_GRPO, **rl)
     # The same PPO without the KL tether: the report's reward-hacking comparison.
-    configs["ppo_no_kl"] = _stage_config(
-        PPOConfig,
-        {**config.ppo, "kl_coef": 0.0},
-        config.ppo_no_kl,
-        "ppo_no_kl",
-        output_dir=str(root / "ppo_no_kl"),
-        **rl,
-    )
+    add("ppo_no_kl", PPOConfig, {**config.ppo, "kl_coef": 0.0}, **rl)
     # The ladder's middle rung: same corpus, same tokenizer (pre-training's), same loss and optimiser.
-    configs["pretrain_rnn"] = _stage_config(
+    add(
+        "pretrain_rnn",
         PretrainConfig,
         DEFAULT_PRETRAIN_RNN,
-        config.pretrain_rnn,
-        "pretrain_rnn",
-        output_dir=str(root / "pretrain_rnn"),
         data=data,
         architecture="rnn",
-        tokenizer=str(root / "pretrain"),
-        **seed,
+        tokenizer=pretrain.output_dir,
     )
-    configs["evaluate"] = _stage_config(EvalConfig, {}, config.evaluate, "evaluate", task=config.task, **seed)
+    configs["evaluate"] = _stage_config(
+        EvalConfig, {}, config.evaluate, "evaluate", task=config.task, seed=config.seed
+    )
     return configs
 
 
@@ -367,7 +326,9 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     }
     ladder = evaluate_ladder(task, configs, reference, root, config.seed)
     timings["evaluate"] = time.perf_counter() - started
-    reward_eval = json.loads((root / "reward_model" / "eval.json").read_text(encoding="utf-8"))
+    reward_eval = json.loads(
+        (Path(configs["reward_model"].output_dir) / "eval.json").read_text(encoding="utf-8")
+    )
     summary = {
         "task": config.task,
         "results": results,
