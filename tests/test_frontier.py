@@ -69,6 +69,11 @@ def test_summary_matched_kl_and_budget():
     assert three["seeds"] == 2 and three["gold"][0] == pytest.approx(0.49)
     # KL 7: seed 0 between (4, 0.7) and (8, 0.9) → 0.85; seed 1 between (6, 0.5) and (9, 0.6) → 0.5 + 0.1/3.
     assert summary["matched_kl"]["dpo"]["7"]["gold"][0] == pytest.approx((0.85 + 0.5 + 0.1 / 3) / 2)
+    # Below its smallest KL a curve starts at the SFT policy: KL 0.5 on seed 1 lies between (0, 0.0) and
+    # (1, 0.3) → 0.15; on seed 0 between (0, 0.2) and (2, 0.5) → 0.275.
+    settings = {**settings, "kl_points": [0.5]}
+    low = summarise_frontier(records, settings, [0, 1])["matched_kl"]["dpo"]["0.5"]
+    assert low["seeds"] == 2 and low["gold"][0] == pytest.approx((0.15 + 0.275) / 2)
     budget = summary["within_budget"]["dpo"]
     assert budget[0]["gold"] == 0.7 and budget[0]["gap_closed"] == pytest.approx((0.7 - 0.2) / 0.8)
     assert budget[1]["gold"] == 0.3 and budget[1]["gap_closed"] == pytest.approx(0.3)

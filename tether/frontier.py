@@ -225,7 +225,8 @@ def summarise_frontier(
     records: list[dict[str, Any]], settings: dict[str, list], seeds: list[int]
 ) -> dict[str, Any]:
     """Mean ± std over seeds of every (method, β) and best-of-n point, and each method's gold at the
-    ``kl_points`` (interpolated on each seed's own curve, then mean ± std over the seeds where defined)."""
+    ``kl_points`` (interpolated on each seed's own curve, which starts at the SFT policy's (0, gold), then
+    mean ± std over the seeds where defined)."""
     points: dict[str, dict[str, dict[str, list[float]]]] = {}
     for method in [*settings["methods"], "best_of_n"]:
         key = "n" if method == "best_of_n" else "beta"
@@ -244,10 +245,11 @@ def summarise_frontier(
         for kl in settings["kl_points"]:
             per_seed = []
             for seed in seeds:
+                # Every method's curve starts at the SFT policy (β → ∞; best-of-1): KL 0, its gold.
                 curve = [
                     (r["kl"], r["gold"])
                     for r in records
-                    if r.get("method", "best_of_n") == method and r["seed"] == seed
+                    if (r.get("method", "best_of_n") == method or r.get("n") == 1) and r["seed"] == seed
                 ]
                 value = gold_at_kl(curve, kl)
                 if value is not None:

@@ -71,8 +71,8 @@ def frontier_tables(summary: dict[str, Any]) -> list[str]:
         "",
         "## Gold reward at matched KL",
         "",
-        "Interpolated on each seed's own curve between the two measured budgets around that KL (no "
-        "extrapolation; – where a seed's runs do not bracket it; n = seeds that do).",
+        "Interpolated on each seed's own curve, which starts at the SFT policy (KL 0), between the two measured "
+        "points around that KL (no extrapolation; – where a seed's runs do not reach it; n = seeds that do).",
         "",
         "| method | " + " | ".join(f"KL = {k}" for k in kls) + " |",
         "|---|" + "---|" * len(kls),
