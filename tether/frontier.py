@@ -102,19 +102,16 @@ def run_config(base: Any, method: str, beta: float, seed: int, root: Path) -> An
     return dataclasses.replace(base, **{knob: beta}, seed=seed, output_dir=str(folder))
 
 
-def _read_results(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _append(path: Path, record: dict[str, Any]) -> None:
+def _record(path: Path, records: list[dict[str, Any]], record: dict[str, Any]) -> None:
+    """Append ``record`` to the results file (so an interrupted sweep keeps it) and to ``records``."""
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
+    records.append(record)
 
 
 def run_frontier(config: FrontierConfig) -> dict[str, Any]:
     """Run the sweep (skipping runs already recorded), then write the report; return the summary."""
+    from tether.engine.logging import read_metrics
     from tether.gym import get_task
     from tether.models import load_causal_lm, load_tokenizer
     from tether.pipeline import run_stages
@@ -137,7 +134,8 @@ def run_frontier(config: FrontierConfig) -> dict[str, Any]:
         "prompts": prompts,
     }
     results_path = out / "frontier.jsonl"
-    done = {(r["method"], r["beta"], r["seed"]) for r in _read_results(results_path) if "method" in r}
+    records = read_metrics(results_path) if results_path.exists() else []
+    done = {(r["method"], r["beta"], r["seed"]) for r in records if "method" in r}
     seeds = [config.seed + k for k in range(config.seeds)]
     # Seed-major: an interrupted sweep has every method and budget for its first seeds.
     todo = [
@@ -148,14 +146,12 @@ def run_frontier(config: FrontierConfig) -> dict[str, Any]:
         if (m, b, s) not in done
     ]
     for method, beta, seed in tqdm(todo, desc="frontier runs", unit="run"):
-        record = train_and_measure(bases[method], method, beta, seed, out, evaluation)
-        _append(results_path, record)
-    done_n = {(r["n"], r["seed"]) for r in _read_results(results_path) if "n" in r}
+        _record(results_path, records, train_and_measure(bases[method], method, beta, seed, out, evaluation))
+    done_n = {(r["n"], r["seed"]) for r in records if "n" in r}
     for n in settings["best_of_n"]:
         for seed in seeds:
             if (n, seed) not in done_n:
-                _append(results_path, measure_best_of_n(n, seed, evaluation))
-    records = _read_results(results_path)
+                _record(results_path, records, measure_best_of_n(n, seed, evaluation))
     summary = summarise_frontier(records, settings, seeds)
     (out / "frontier.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     from tether.report.frontier import write_frontier_report

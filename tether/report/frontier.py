@@ -11,10 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.report.html import _plt, _saved
-
-
-def _pm(cell: list[float] | None, form: str) -> str:
-    return "–" if cell is None else f"{format(cell[0], form)} ± {format(cell[1], form)}"
+from tether.report.markdown import mean_pm_std
 
 
 def plot_frontier_curves(summary: dict[str, Any], records: list[dict[str, Any]], out: Path) -> str:
@@ -64,7 +61,7 @@ def frontier_tables(summary: dict[str, Any]) -> list[str]:
     for method, cells in summary["points"].items():
         for setting, c in cells.items():
             lines.append(
-                f"| {method} | {setting} | {_pm(c['kl'], '.2f')} | {_pm(c['gold'], '.3f')} | {_pm(c['proxy'], '.3f')} |"
+                f"| {method} | {setting} | {mean_pm_std(c['kl'], '.2f')} | {mean_pm_std(c['gold'], '.3f')} | {mean_pm_std(c['proxy'], '.3f')} |"
             )
     kls = [f"{k:g}" for k in summary["kl_points"]]
     lines += [
@@ -79,7 +76,7 @@ def frontier_tables(summary: dict[str, Any]) -> list[str]:
     ]
     for method, cells in summary["matched_kl"].items():
         row = [
-            f"{_pm(cells[k]['gold'], '.3f')} (n={cells[k]['seeds']})" if cells[k]["gold"] else "–"
+            f"{mean_pm_std(cells[k]['gold'], '.3f')} (n={cells[k]['seeds']})" if cells[k]["gold"] else "–"
             for k in kls
         ]
         lines.append(f"| {method} | " + " | ".join(row) + " |")

@@ -40,7 +40,8 @@ def ladder_lines(ladder: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def _pm(cell: list[float] | None, form: str) -> str:
+def mean_pm_std(cell: list[float] | None, form: str) -> str:
+    """A [mean, std] cell as "mean ± std" in format ``form``; "–" for no value."""
     return "–" if cell is None else f"{format(cell[0], form)} ± {format(cell[1], form)}"
 
 
@@ -57,8 +58,8 @@ def seeds_lines(seeds: dict[str, Any] | None) -> list[str]:
             "|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {name} | {_pm(c.get('gold'), '.3f')} | {_pm(c.get('win_rate'), '.1%')} | {_pm(c.get('proxy'), '.3f')} "
-            f"| {_pm(c.get('kl'), '.2f')} | {_pm(c.get('length'), '.1f')} |"
+            f"| {name} | {mean_pm_std(c.get('gold'), '.3f')} | {mean_pm_std(c.get('win_rate'), '.1%')} | {mean_pm_std(c.get('proxy'), '.3f')} "
+            f"| {mean_pm_std(c.get('kl'), '.2f')} | {mean_pm_std(c.get('length'), '.1f')} |"
             for name, c in seeds["summary"].items()
         ]
         lines.append("")
