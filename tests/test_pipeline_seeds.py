@@ -6,6 +6,7 @@ the plumbing; the measured results are in docs/results.md."""
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -40,10 +41,14 @@ def test_seed_configs_change_only_seed_and_folder(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def two_seeds(default_pipeline):
-    root, config, _ = default_pipeline
+def two_seeds(default_pipeline, tmp_path_factory):
+    # A copy of the shared pipeline's folder, so that the extra seed's folders and reports never change
+    # what tests/test_pipeline.py reads, whichever runs first.
+    shared, config, _ = default_pipeline
+    root = tmp_path_factory.mktemp("seeds")
+    shutil.copytree(shared, root, dirs_exist_ok=True)
     sections = {name: {**getattr(config, name), **short} for name, short in SHORT.items()}
-    config = dataclasses.replace(config, seeds=2, n_policy_prompts=24, **sections)
+    config = dataclasses.replace(config, output_dir=str(root), seeds=2, n_policy_prompts=24, **sections)
     return root, config, run_pipeline(config)
 
 
