@@ -3,6 +3,7 @@ metrics.jsonl, and is closed at the end. Fake tracker modules stand in for wandb
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 
@@ -19,9 +20,9 @@ def fake_wandb_like(name: str) -> types.ModuleType:
     """A module with wandb's (and trackio's) ``init``, ``log`` and ``finish``, recording its calls."""
     module = types.ModuleType(name)
     module.calls = []
-    module.init = lambda **kwargs: module.calls.append(("init", kwargs))
+    module.init = lambda **kwargs: module.calls.append(("init", kwargs)) or types.SimpleNamespace(id="run-7")
     module.log = lambda row, step=None: module.calls.append(("log", dict(row), step))
-    module.finish = lambda: module.calls.append(("finish",))
+    module.finish = lambda **kwargs: module.calls.append(("finish", *kwargs.values()))
     return module
 
 
@@ -29,10 +30,13 @@ def fake_mlflow() -> types.ModuleType:
     module = types.ModuleType("mlflow")
     module.calls = []
     module.set_experiment = lambda name: module.calls.append(("set_experiment", name))
-    module.start_run = lambda run_name=None: module.calls.append(("start_run", run_name))
+    module.start_run = lambda run_name=None, run_id=None: (
+        module.calls.append(("start_run", run_name or run_id))
+        or types.SimpleNamespace(info=types.SimpleNamespace(run_id="mlf-3"))
+    )
     module.log_params = lambda params: module.calls.append(("log_params", dict(params)))
     module.log_metrics = lambda metrics, step=None: module.calls.append(("log_metrics", dict(metrics), step))
-    module.end_run = lambda: module.calls.append(("end_run",))
+    module.end_run = lambda **kwargs: module.calls.append(("end_run", *kwargs.values()))
     return module
 
 
@@ -109,3 +113,51 @@ def test_a_stage_refuses_a_missing_tracker_before_loading_anything(tmp_path, mon
         TetherError, match=r"^report_to=mlflow: mlflow is not installed \(pip install mlflow\)$"
     ):
         run_stage("sft", config)
+
+
+def test_a_resumed_run_continues_the_trackers_run_and_a_crash_marks_it_failed(tmp_path, monkeypatch):
+    wandb, mlflow = fake_wandb_like("wandb"), fake_mlflow()
+    monkeypatch.setitem(sys.modules, "wandb", wandb)
+    monkeypatch.setitem(sys.modules, "mlflow", mlflow)
+    first = MetricLogger(tmp_path, tensorboard=False, report_to=["wandb", "mlflow"], run_config={"seed": 3})
+    first.log(1, {"loss": 1.0})
+    first.close(failed=True)  # e.g. killed by an exception in the loop
+    assert wandb.calls[-1] == ("finish", 1) and mlflow.calls[-1] == ("end_run", "FAILED")
+    assert json.loads((tmp_path / "trackers.json").read_text()) == {"wandb": "run-7", "mlflow": "mlf-3"}
+
+    wandb.calls.clear()
+    mlflow.calls.clear()
+    resumed = MetricLogger(
+        tmp_path, tensorboard=False, fresh=False, report_to=["wandb", "mlflow"], run_config={"seed": 3}
+    )
+    resumed.close()
+    resumed.close()  # a second close does nothing
+    init = wandb.calls[0][1]
+    assert init["id"] == "run-7" and init["resume"] == "allow"
+    assert wandb.calls[1:] == [("finish",)]
+    # mlflow reopens the run by id (its parameters are already logged) and ends it normally
+    assert mlflow.calls == [("set_experiment", "tether"), ("start_run", "mlf-3"), ("end_run",)]
+
+
+def test_the_session_closes_the_trackers_as_failed_when_the_loop_raises(tmp_path, monkeypatch):
+    fake = fake_wandb_like("wandb")
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    config = TrainConfig(output_dir=str(tmp_path), tensorboard=False, progress=False, report_to="wandb")
+    session = Session(config, torch.nn.Linear(2, 1), total_steps=2)
+    with pytest.raises(KeyboardInterrupt), session.running():
+        session.log(1, {"loss": 1.0})
+        raise KeyboardInterrupt
+    assert fake.calls[-1] == ("finish", 1)
+
+
+def test_a_metrics_row_cut_short_by_a_kill_is_dropped_on_resume(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.5}\n{"step": 3, "lo', encoding="utf-8")
+    assert read_metrics(path) == [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}]
+    logger = MetricLogger(tmp_path, tensorboard=False, fresh=False)
+    logger.truncate_after(1)
+    logger.log(2, {"loss": 0.25})
+    assert read_metrics(path) == [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.25}]
+    path.write_text('{"step": 1}\n{"step": 2\n{"step": 3}\n', encoding="utf-8")
+    with pytest.raises(TetherError, match=r"metrics.jsonl:2: not a JSON metrics row"):
+        read_metrics(path)

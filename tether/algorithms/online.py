@@ -76,21 +76,22 @@ def run_online(
     session = run.session
     bar = session.progress_bar(f"rl {config.output_dir}", initial=run.first_step)
     row: dict[str, float] = {}
-    for step in range(run.first_step, config.max_steps):
-        experience, refill_metrics = collect(run, step)  # 1–3: sample, score, reference log-probs
-        advantage_fn(experience, config)  # 4: fills experience.advantages (and .returns)
-        lr = session.set_learning_rate(step)
-        row = update(session, experience, config, loss_fn, count_fn, run.kl_control.value, step)  # 5
-        row.update(after_update(run, experience), **refill_metrics, lr=lr)  # 6: hooks, vLLM, β
-        row.update(batch_metrics(run, experience))
-        session.log(step + 1, row)  # every log_every iterations and the last
-        session.checkpoint(step + 1, run.carried(), hooks.models)  # every save_every iterations
-        bar.update(1)
-        bar.set_postfix(
-            score=f"{row['reward/score']:.2f}",
-            kl=f"{row['kl/ref']:.2f}",
-            gold=f"{row.get('reward/gold', 0):.2f}",
-        )
+    with session.running():
+        for step in range(run.first_step, config.max_steps):
+            experience, refill_metrics = collect(run, step)  # 1–3: sample, score, reference log-probs
+            advantage_fn(experience, config)  # 4: fills experience.advantages (and .returns)
+            lr = session.set_learning_rate(step)
+            row = update(session, experience, config, loss_fn, count_fn, run.kl_control.value, step)  # 5
+            row.update(after_update(run, experience), **refill_metrics, lr=lr)  # 6: hooks, vLLM, β
+            row.update(batch_metrics(run, experience))
+            session.log(step + 1, row)  # every log_every iterations and the last
+            session.checkpoint(step + 1, run.carried(), hooks.models)  # every save_every iterations
+            bar.update(1)
+            bar.set_postfix(
+                score=f"{row['reward/score']:.2f}",
+                kl=f"{row['kl/ref']:.2f}",
+                gold=f"{row.get('reward/gold', 0):.2f}",
+            )
     bar.close()
     session.close()
     finish_policy(

@@ -17,6 +17,7 @@ from tether import TetherError
 # tracker → the pip package that provides it
 TRACKERS = {"wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio"}
 PROJECT = "tether"  # the project (wandb, trackio) or experiment (mlflow) every run is filed under
+RUN_IDS = "trackers.json"  # in the output folder: each tracker's run id, so a resumed run continues it
 
 
 def parse_report_to(spec: str) -> list[str]:
@@ -47,22 +48,42 @@ def not_installed(name: str) -> str:
 class Tracker:
     """One experiment tracker's run: started with the run's config, given every metrics row, closed at
     the end. wandb and trackio share an API (``init(project, name, config)``, ``log(row, step)``,
-    ``finish()``); mlflow has its own (``start_run``, ``log_params``, ``log_metrics``, ``end_run``)."""
+    ``finish()``); mlflow has its own (``start_run``, ``log_params``, ``log_metrics``, ``end_run``).
 
-    def __init__(self, name: str, run_name: str, config: Mapping[str, Any], output_dir: Path) -> None:
+    A resumed run (``resume``) continues the tracker's run it started before: wandb and mlflow by the run
+    id saved in ``output_dir/trackers.json``, trackio by the run's name."""
+
+    def __init__(
+        self, name: str, run_name: str, config: Mapping[str, Any], output_dir: Path, resume: bool = False
+    ) -> None:
         try:
             self.module = importlib.import_module(name)
         except ImportError:
             raise TetherError(not_installed(name)) from None
         self.name = name
+        ids_path = output_dir / RUN_IDS
+        ids = json.loads(ids_path.read_text(encoding="utf-8")) if ids_path.exists() else {}
+        previous = ids.get(name) if resume else None
         if name == "mlflow":
             self.module.set_experiment(PROJECT)
-            self.module.start_run(run_name=run_name)
-            self.module.log_params({key: _param(value) for key, value in config.items()})
+            if previous:
+                started = self.module.start_run(run_id=previous)
+            else:
+                started = self.module.start_run(run_name=run_name)
+                self.module.log_params({key: _param(value) for key, value in config.items()})
+            run_id = getattr(getattr(started, "info", None), "run_id", None)
         elif name == "wandb":
-            self.module.init(project=PROJECT, name=run_name, config=dict(config), dir=str(output_dir))
+            extra = {"id": previous, "resume": "allow"} if previous else {}
+            started = self.module.init(
+                project=PROJECT, name=run_name, config=dict(config), dir=str(output_dir), **extra
+            )
+            run_id = getattr(started, "id", None)
         else:
-            self.module.init(project=PROJECT, name=run_name, config=dict(config))
+            extra = {"resume": "allow"} if resume else {}
+            self.module.init(project=PROJECT, name=run_name, config=dict(config), **extra)
+            run_id = run_name
+        if isinstance(run_id, str):
+            ids_path.write_text(json.dumps({**ids, name: run_id}), encoding="utf-8")
 
     def log(self, step: int, row: Mapping[str, Any]) -> None:
         """``row``: a metrics.jsonl row (``step`` and plain values)."""
@@ -75,9 +96,12 @@ class Tracker:
         else:
             self.module.log(metrics, step=step)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """End the tracker's run; ``failed``: the run stopped on an error (wandb and mlflow mark it so)."""
         if self.name == "mlflow":
-            self.module.end_run()
+            self.module.end_run(status="FAILED") if failed else self.module.end_run()
+        elif self.name == "wandb" and failed:
+            self.module.finish(exit_code=1)
         else:
             self.module.finish()
 
@@ -109,9 +133,9 @@ class MetricLogger:
         self.trackers: list[Tracker] = []
         if enabled:
             run_name = Path(output_dir).resolve().name
-            for name in report_to:
-                self.trackers.append(Tracker(name, run_name, run_config or {}, Path(output_dir)))
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            for name in report_to:
+                self.trackers.append(Tracker(name, run_name, run_config or {}, self.path.parent, not fresh))
             if fresh:
                 self.path.unlink(missing_ok=True)
             if tensorboard:
@@ -123,9 +147,8 @@ class MetricLogger:
         """Drop rows logged after ``step`` (a resumed run replays them)."""
         if not self.enabled or not self.path.exists():
             return
-        rows = [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        kept = [line for line in rows if json.loads(line).get("step", 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        kept = [row for row in read_metrics(self.path) if row.get("step", 0) <= step]
+        self.path.write_text("".join(json.dumps(row) + "\n" for row in kept), encoding="utf-8")
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:
@@ -141,11 +164,14 @@ class MetricLogger:
         for tracker in self.trackers:
             tracker.log(step, row)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Close TensorBoard and the trackers (``failed``: the run stopped on an error); a second call
+        does nothing."""
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
         for tracker in self.trackers:
-            tracker.close()
+            tracker.close(failed)
         self.trackers = []
 
 
@@ -159,6 +185,16 @@ def _plain(value: Any) -> Any:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a ``metrics.jsonl`` file."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    """The rows of a ``metrics.jsonl`` file. A last line cut short (the process killed while writing it)
+    is dropped; a broken line before it is an error naming the file and line."""
+    lines = [(n, line) for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1)]
+    lines = [(n, line) for n, line in lines if line.strip()]
+    rows = []
+    for i, (number, line) in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if i == len(lines) - 1:
+                break
+            raise TetherError(f"{path}:{number}: not a JSON metrics row ({err.msg})") from None
+    return rows

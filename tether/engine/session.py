@@ -214,5 +214,15 @@ class Session:
             raise RuntimeError("load_models before a resume")
         load_models(models, self.resumed_from)
 
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Wrap a loop: an error (or Ctrl-C) inside closes the log and the trackers, marked failed, before
+        it propagates."""
+        try:
+            yield
+        except BaseException:
+            self.logger.close(failed=True)
+            raise
+
     def close(self) -> None:
         self.logger.close()

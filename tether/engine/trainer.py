@@ -121,20 +121,21 @@ class Trainer:
         self.step = int(session.resume().get("step", 0))
         bar = session.progress_bar(f"train {config.output_dir}", initial=self.step)
         items_seen, started = 0.0, time.perf_counter()
-        while self.step < self.total_steps:
-            row = self.train_step()
-            items_seen += row["items"]
-            self.step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
-            row["items_per_s"] = items_seen / max(time.perf_counter() - started, 1e-9)
-            session.log(self.step, row)
-            if config.eval_every and self.step % config.eval_every == 0 and self.step < self.total_steps:
-                self.logger.log(self.step, self.evaluate())
-            session.checkpoint(self.step, {})
-        bar.close()
-        final = self.evaluate()
-        self.logger.log(self.step, final)
+        with session.running():
+            while self.step < self.total_steps:
+                row = self.train_step()
+                items_seen += row["items"]
+                self.step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+                row["items_per_s"] = items_seen / max(time.perf_counter() - started, 1e-9)
+                session.log(self.step, row)
+                if config.eval_every and self.step % config.eval_every == 0 and self.step < self.total_steps:
+                    self.logger.log(self.step, self.evaluate())
+                session.checkpoint(self.step, {})
+            bar.close()
+            final = self.evaluate()
+            self.logger.log(self.step, final)
         session.close()
         last = {"loss": self.history[-1]["loss"]} if self.history else {}
         return {"step": self.step, **last, **final}
