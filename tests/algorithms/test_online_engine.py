@@ -86,6 +86,32 @@ def test_a_field_the_online_loop_cannot_use_is_a_one_line_error_naming_it(tmp_pa
     assert not out.exists()  # refused before a model (here: absent) was looked for
 
 
+# The policy-gradient fields a stage whose loss has no advantages (or no loop β) never reads.
+NOT_READ = {
+    "online_dpo": ["clip_eps=0.3", "ent_coef=0.01", "whiten_advantages=true", "loss_agg=seq_mean_token_sum",
+                   "target_kl=2", "kl_horizon=500"],
+    "dpg": ["clip_eps=0.3", "ent_coef=0.01", "whiten_advantages=true", "loss_agg=seq_mean_token_sum",
+            "target_kl=2", "kl_horizon=500"],
+    "nash_md": ["ent_coef=0.01", "whiten_advantages=true", "loss_agg=seq_mean_token_sum"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("stage", "setting"), [(stage, setting) for stage, settings in NOT_READ.items() for setting in settings]
+)
+def test_a_policy_gradient_field_a_stage_never_reads_is_refused(tmp_path, stage, setting):
+    config_cls, _ = STAGES[stage]
+    name = setting.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^command line: field '{name}': not used: the "):
+        load_config(config_cls, None, [f"model={tmp_path / 'absent'}", setting])
+    assert f"  {name} (" not in describe(config_cls)
+
+
+def test_nash_md_reads_clip_eps_and_the_adaptive_beta(tmp_path):
+    config = load_config(NashMDConfig, None, ["clip_eps=0.3", "target_kl=2", "kl_horizon=500"])
+    assert (config.clip_eps, config.target_kl, config.kl_horizon) == (0.3, 2.0, 500)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 autocast runs on a GPU")
 def test_fp16_on_the_cpu_is_a_one_line_error_before_anything_loads(tmp_path):
     config = load_config(PGConfig, None, [f"model={tmp_path / 'absent'}", "mixed_precision=fp16"])

@@ -26,6 +26,17 @@ NOT_ONLINE = {
 LOSS_HOLDS_KL = "the {what} holds the tether to the reference"
 
 
+def not_policy_gradient(what: str, adaptive_beta: bool = False) -> dict[str, str]:
+    """The fields of the policy-gradient losses (PPO's clip, the entropy bonus, whitened advantages, the
+    token aggregation) that a stage whose loss is ``what`` never reads; with ``adaptive_beta``, also the
+    adaptive β (``target_kl``, ``kl_horizon``), for a stage without the loop's β."""
+    why = f"the {what} has no advantages, ratio clipping, entropy bonus or token aggregation"
+    fields = {name: why for name in ("clip_eps", "ent_coef", "whiten_advantages", "loss_agg")}
+    if adaptive_beta:
+        fields |= {name: LOSS_HOLDS_KL.format(what=what) for name in ("target_kl", "kl_horizon")}
+    return fields
+
+
 @defaults(
     output_dir="runs/rl",
     n_prompts=2048,
@@ -154,6 +165,7 @@ class PGConfig(RLConfig):
     unused={
         "kl_in_reward": LOSS_HOLDS_KL.format(what="preference loss (its β)"),
         "kl_coef": LOSS_HOLDS_KL.format(what="preference loss (its β)"),
+        **not_policy_gradient("preference loss (its β)", adaptive_beta=True),
     },
 )
 class OnlineDPOConfig(PreferenceLossConfig, RLConfig):
@@ -173,6 +185,7 @@ class OnlineDPOConfig(PreferenceLossConfig, RLConfig):
     unused={
         "kl_in_reward": LOSS_HOLDS_KL.format(what="target p* (its β)"),
         "kl_coef": LOSS_HOLDS_KL.format(what="target p* (its β)"),
+        **not_policy_gradient("target p* (its β)", adaptive_beta=True),
     },
 )
 class DistributionMatchingConfig(RLConfig):
@@ -196,7 +209,13 @@ class DistributionMatchingConfig(RLConfig):
     learning_rate=1e-4,
     kl_in_reward=False,
     minimums={"group_size": 2, "minibatch_size": 2},
-    unused={"kl_in_reward": LOSS_HOLDS_KL.format(what="Nash-MD loss (its KL term, kl_coef)")},
+    unused={
+        "kl_in_reward": LOSS_HOLDS_KL.format(what="Nash-MD loss (its KL term, kl_coef)"),
+        **{
+            name: "the Nash-MD loss has no advantages, entropy bonus or token aggregation"
+            for name in ("ent_coef", "whiten_advantages", "loss_agg")
+        },
+    },
 )
 class NashMDConfig(RLConfig):
     """Nash-MD: play against an opponent, with P(y ≻ y') from a judge as the reward, regularised towards π_ref."""
