@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import inspect
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -16,9 +18,22 @@ from tether.stages import STAGES, load_stage_config, quiet_libraries, stage_conf
 
 def test_every_stage_runs_from_its_config_alone():
     for name, stage in STAGES.items():
-        parameters = list(inspect.signature(stage.run).parameters.values())
+        parameters = list(inspect.signature(stage.run).parameters.values())  # imports stage.runner
         assert len(parameters) == 1, name
         assert stage.summary.endswith("."), name
+
+
+def test_help_and_config_errors_import_no_training_code():
+    """The registry names its functions; reading it (``--help``, building a config) loads no torch."""
+    code = (
+        "import sys, tether.cli as c\n"
+        "c.build_parser().format_help()\n"
+        "from tether.stages import load_stage_config\n"
+        "load_stage_config('ppo', None, ['kl_coef=0.1'])\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'tether.algorithms') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize(

@@ -116,10 +116,10 @@ def written(config: Any, since: float) -> str | None:
 
 def _release_process_group() -> None:
     """Under torchrun, tear the process group down before exit: gloo threads left to interpreter shutdown can
-    abort a rank ("terminate called without an active exception") after the work is done."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
+    abort a rank ("terminate called without an active exception") after the work is done. Nothing to do
+    when the run never imported torch (``--help``, a config error)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -11,25 +11,13 @@ is refused with one line naming the command that runs it (:func:`stage_config`),
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tether import TetherError
-from tether.algorithms.collect import run_collect
-from tether.algorithms.constitutional import run_critique_revise
-from tether.algorithms.distribution_matching import run_distribution_matching
-from tether.algorithms.dpo import run_dpo
-from tether.algorithms.kto import run_kto
-from tether.algorithms.nash_md import run_nash_md
-from tether.algorithms.online_dpo import run_iterative_dpo, run_online_dpo
-from tether.algorithms.policy_gradient import run_policy_gradient
-from tether.algorithms.ppo import run_ppo
-from tether.algorithms.pretrain import run_pretrain
-from tether.algorithms.rejection_sampling import run_best_of_n, run_rft
-from tether.algorithms.reward_model import run_reward_model
-from tether.algorithms.sft import run_sft
 from tether.config import (
     BestOfNConfig,
     CollectConfig,
@@ -57,108 +45,155 @@ from tether.config import (
     read_values,
 )
 from tether.engine.logging import check_trackers
-from tether.eval.commands import run_compare, run_evaluate, run_judge_agreement, run_score
-from tether.frontier import run_frontier
-from tether.pipeline import run_pipeline
 
 VERBOSE_ENV = "TETHER_VERBOSE"
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One command: its config class, the function that runs it (config → result dict) and its summary.
-    ``fixed`` is (field, the values this command runs), the first value the command's default."""
+    """One command: its config class, the function that runs it (config → result dict), as
+    ``"module:function"``, and its summary. ``fixed`` is (field, the values this command runs), the first
+    value the command's default.
+
+    The function is imported when the command runs (``run``), not when the table is read: the config
+    classes are light, the training code imports torch and transformers (5 s), and ``tether --help``, a
+    stage's ``--help`` and a config error need only the configs. ``tests/test_stages.py`` imports every
+    function named here."""
 
     config: type
-    run: Callable[[Any], dict[str, Any]]
+    runner: str
     summary: str
     fixed: tuple[str, tuple[str, ...]] | None = None
 
+    @property
+    def run(self) -> Callable[[Any], dict[str, Any]]:
+        """The function that runs this command (imported on first use)."""
+        module, function = self.runner.split(":")
+        return getattr(importlib.import_module(module), function)
+
 
 STAGES: dict[str, Stage] = {
-    "pipeline": Stage(PipelineConfig, run_pipeline, "Run the whole pipeline on a gym task (the main job)."),
+    "pipeline": Stage(
+        PipelineConfig, "tether.pipeline:run_pipeline", "Run the whole pipeline on a gym task (the main job)."
+    ),
     "frontier": Stage(
         FrontierConfig,
-        run_frontier,
+        "tether.frontier:run_frontier",
         "Gold reward against KL for PPO, GRPO, RLOO and DPO at several β over seeds, best-of-n as reference.",
     ),
-    "pretrain": Stage(PretrainConfig, run_pretrain, "Pre-train a causal LM by next-token prediction."),
-    "sft": Stage(SFTConfig, run_sft, "Supervised fine-tuning with loss on response tokens only."),
+    "pretrain": Stage(
+        PretrainConfig,
+        "tether.algorithms.pretrain:run_pretrain",
+        "Pre-train a causal LM by next-token prediction.",
+    ),
+    "sft": Stage(
+        SFTConfig,
+        "tether.algorithms.sft:run_sft",
+        "Supervised fine-tuning with loss on response tokens only.",
+    ),
     "collect": Stage(
-        CollectConfig, run_collect, "Sample K responses per prompt, rank them with a judge, write pairs."
+        CollectConfig,
+        "tether.algorithms.collect:run_collect",
+        "Sample K responses per prompt, rank them with a judge, write pairs.",
     ),
     "reward-model": Stage(
-        RewardModelConfig, run_reward_model, "Train a Bradley–Terry reward model on preferences."
+        RewardModelConfig,
+        "tether.algorithms.reward_model:run_reward_model",
+        "Train a Bradley–Terry reward model on preferences.",
     ),
     "dpo": Stage(
-        DPOConfig, run_dpo, "Offline preference optimisation: DPO and its family (IPO, SimPO, ORPO, …)."
+        DPOConfig,
+        "tether.algorithms.dpo:run_dpo",
+        "Offline preference optimisation: DPO and its family (IPO, SimPO, ORPO, …).",
     ),
-    "kto": Stage(KTOConfig, run_kto, "KTO on thumbs-up/down data (or rankings: best up, worst down)."),
-    "ppo": Stage(PPOConfig, run_ppo, "PPO with a value head: reward − β·KL, GAE, clipped ratio, K epochs."),
+    "kto": Stage(
+        KTOConfig,
+        "tether.algorithms.kto:run_kto",
+        "KTO on thumbs-up/down data (or rankings: best up, worst down).",
+    ),
+    "ppo": Stage(
+        PPOConfig,
+        "tether.algorithms.ppo:run_ppo",
+        "PPO with a value head: reward − β·KL, GAE, clipped ratio, K epochs.",
+    ),
     "reinforce": Stage(
         PGConfig,
-        run_policy_gradient,
+        "tether.algorithms.policy_gradient:run_policy_gradient",
         "REINFORCE with a moving-average baseline (or estimator=reinforce_pp: REINFORCE++).",
         ("estimator", ("reinforce_baseline", "reinforce_pp")),
     ),
     "rloo": Stage(
         PGConfig,
-        run_policy_gradient,
+        "tether.algorithms.policy_gradient:run_policy_gradient",
         "REINFORCE leave-one-out over G samples per prompt.",
         ("estimator", ("rloo",)),
     ),
     "grpo": Stage(
         PGConfig,
-        run_policy_gradient,
+        "tether.algorithms.policy_gradient:run_policy_gradient",
         "GRPO: group-normalised advantages, KL as a loss term (or estimator=dr_grpo: Dr. GRPO).",
         ("estimator", ("grpo", "dr_grpo")),
     ),
     "dpg": Stage(
         DistributionMatchingConfig,
-        run_distribution_matching,
+        "tether.algorithms.distribution_matching:run_distribution_matching",
         "DPG: fit π to p* ∝ π_ref·exp(r/β).",
         ("method", ("dpg",)),
     ),
     "brain": Stage(
         DistributionMatchingConfig,
-        run_distribution_matching,
+        "tether.algorithms.distribution_matching:run_distribution_matching",
         "BRAIn: DPG with a self-normalised baseline.",
         ("method", ("brain",)),
     ),
     "nash-md": Stage(
-        NashMDConfig, run_nash_md, "Nash-MD: preference self-play regularised towards the reference."
+        NashMDConfig,
+        "tether.algorithms.nash_md:run_nash_md",
+        "Nash-MD: preference self-play regularised towards the reference.",
     ),
     "online-dpo": Stage(
-        OnlineDPOConfig, run_online_dpo, "Online DPO: fresh pairs from the policy, labelled by a judge."
+        OnlineDPOConfig,
+        "tether.algorithms.online_dpo:run_online_dpo",
+        "Online DPO: fresh pairs from the policy, labelled by a judge.",
     ),
     "iterative-dpo": Stage(
         IterativeDPOConfig,
-        run_iterative_dpo,
+        "tether.algorithms.online_dpo:run_iterative_dpo",
         "Iterative DPO: rounds of sampling from the current policy, judge labels, and DPO.",
     ),
     "best-of-n": Stage(
-        BestOfNConfig, run_best_of_n, "Best-of-n sampling with a judge; reports its analytic KL."
+        BestOfNConfig,
+        "tether.algorithms.rejection_sampling:run_best_of_n",
+        "Best-of-n sampling with a judge; reports its analytic KL.",
     ),
     "rft": Stage(
-        RFTConfig, run_rft, "Rejection-sampling fine-tuning: rounds of best-of-n selection and SFT."
+        RFTConfig,
+        "tether.algorithms.rejection_sampling:run_rft",
+        "Rejection-sampling fine-tuning: rounds of best-of-n selection and SFT.",
     ),
     "critique-revise": Stage(
         CritiqueReviseConfig,
-        run_critique_revise,
+        "tether.algorithms.constitutional:run_critique_revise",
         "Constitutional AI: answer, self-critique by a principle, revise; the revisions become SFT data.",
     ),
     "judge-agreement": Stage(
         JudgeAgreementConfig,
-        run_judge_agreement,
+        "tether.eval.commands:run_judge_agreement",
         "A judge's agreement with gold labels on held-out pairs, with and without order swapping.",
     ),
     "compare": Stage(
-        CompareConfig, run_compare, "Win rate, gold reward and KL of a policy against its reference."
+        CompareConfig,
+        "tether.eval.commands:run_compare",
+        "Win rate, gold reward and KL of a policy against its reference.",
     ),
     "score": Stage(
-        ScoreConfig, run_score, "Score (prompt, completion) records with a reward model or judge."
+        ScoreConfig,
+        "tether.eval.commands:run_score",
+        "Score (prompt, completion) records with a reward model or judge.",
     ),
-    "evaluate": Stage(EvalConfig, run_evaluate, "Evaluate a model on a gym task's held-out data."),
+    "evaluate": Stage(
+        EvalConfig, "tether.eval.commands:run_evaluate", "Evaluate a model on a gym task's held-out data."
+    ),
 }
 
 
