@@ -54,6 +54,12 @@ def test_pipeline_sft_beats_pretrained_and_skips_done_stages(default_pipeline):
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "pretrain_rnn").config.model_type == "tether_rnn"
     report = (tmp_path / "report.md").read_text()
     assert f"| {ladder['rnn']['label']} | {ppl['rnn']:.2f} |" in report
+    # Every training stage's efficiency is in the report: tokens/s and MFU against the measured peak.
+    efficiency = summary["efficiency"]
+    assert {"pretrain", "sft", "reward_model", "dpo", "ppo", "grpo", "pretrain_rnn"} <= set(efficiency)
+    assert all(e["tokens_per_s"] > 0 and 0 < e["mfu"] < 10 for e in efficiency.values())
+    sft_row = efficiency["sft"]
+    assert f"| sft | {summary['seconds']['sft']:.1f} | {sft_row['tokens_per_s']:.0f} |" in report
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "Reward hacking" in page
     assert "n-gram → RNN → Transformer" in page

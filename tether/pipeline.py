@@ -337,9 +337,24 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
         "seeds": across_seeds(per_seed, folders),
         "ladder": ladder,
         "seconds": timings,
+        "efficiency": stage_efficiency(root, list(timings)),
     }
     (root / "evaluation.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return write_reports(summary, root, configs, folders)
+
+
+def stage_efficiency(root: Path, labels: list[str]) -> dict[str, dict[str, float]]:
+    """Each trained stage's tokens/s, model FLOP/s and MFU over its run (``engine/flops.py``): its last
+    metrics row that has them."""
+    from tether.engine.logging import read_metrics
+
+    found = {}
+    for label in labels:
+        path = root / label / "metrics.jsonl"
+        rows = [r for r in read_metrics(path) if r.get("mfu") is not None] if path.exists() else []
+        if rows:
+            found[label] = {k: rows[-1][k] for k in ("tokens_per_s", "model_tflops", "mfu")}
+    return found
 
 
 def write_reports(

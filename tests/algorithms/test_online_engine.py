@@ -240,7 +240,7 @@ def loss_fn(config):
 
 
 def count_fn(config):
-    from tether.algorithms.online import loss_items
+    from tether.algorithms.actor_loss import loss_items
 
     return loss_items
 

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from accelerate.utils import set_seed
 
+from tether.algorithms.actor_loss import loss_items
 from tether.algorithms.common import finish_policy, load_policy
 from tether.algorithms.online_batch import (
     LoopHooks,
@@ -39,9 +40,9 @@ from tether.algorithms.online_batch import (
     rows_per_minibatch,
 )
 from tether.config import ConfigError, RLConfig, is_unused
+from tether.engine.flops import TRAINING, ModelCost, Throughput
 from tether.engine.session import Session, build_accelerator
 from tether.envs import resolve_env
-from tether.losses.policy import entropy_bonus, kl_penalty_loss, ppo_clip_loss
 from tether.models.lora import is_peft_model
 from tether.models.value import PolicyValue
 from tether.ops.kl import kl_estimate
@@ -81,9 +82,11 @@ def run_online(
             experience, refill_metrics = collect(run, step)  # 1–3: sample, score, reference log-probs
             advantage_fn(experience, config)  # 4: fills experience.advantages (and .returns)
             lr = session.set_learning_rate(step)
+            flops = iteration_flops(run, experience)  # before the update fills in a missing log π_old
             row = update(session, experience, config, loss_fn, count_fn, run.kl_control.value, step)  # 5
             row.update(after_update(run, experience), **refill_metrics, lr=lr)  # 6: hooks, vLLM, β
-            row.update(batch_metrics(run, experience))
+            run.throughput.add(float(experience.response_mask.sum()), flops)
+            row.update(batch_metrics(run, experience), **run.throughput.row())
             session.log(step + 1, row)  # every log_every iterations and the last
             session.checkpoint(step + 1, run.carried(), hooks.models)  # every save_every iterations
             bar.update(1)
@@ -91,6 +94,7 @@ def run_online(
                 score=f"{row['reward/score']:.2f}",
                 kl=f"{row['kl/ref']:.2f}",
                 gold=f"{row.get('reward/gold', 0):.2f}",
+                mfu=f"{row['mfu']:.0%}",
             )
     bar.close()
     session.close()
@@ -150,6 +154,8 @@ class OnlineRun:
     make_env: Callable[[], Any] | None
     kl_control: AdaptiveKLController
     backend: Any = None
+    throughput: Any = None  # engine.flops.Throughput: response tokens/s and MFU since the (re)start
+    costs: tuple = ()  # ModelCost of the policy and of the whole trained module (policy, critic, head)
     first_step: int = 0
     samples_seen: int = 0
     started: float = 0.0  # when this process's first iteration began, and samples_seen then
@@ -200,6 +206,8 @@ def start_online(config: RLConfig, value_mode: str, hooks: LoopHooks) -> OnlineR
         if run.first_step or is_peft_model(policy):  # the engine loaded config.model: give it these weights
             run.backend.load_weights(policy)
     run.started, run.seen_at_start = time.perf_counter(), run.samples_seen
+    run.throughput = Throughput(accelerator.device, accelerator.num_processes)
+    run.costs = (ModelCost.of(policy), ModelCost.of(session.unwrapped()))
     return run
 
 
@@ -318,6 +326,19 @@ def after_update(run: OnlineRun, experience: Experience) -> dict[str, float]:
     return metrics
 
 
+def iteration_flops(run: OnlineRun, experience: Experience) -> float:
+    """The model FLOPs of an iteration on ``experience`` (``engine/flops.py``), every position of its
+    (N, T) rows: the policy's sampling (one forward's worth, with its KV cache) and the reference's
+    forward; the trained module's (policy, and a critic if any) no-grad forward for log π_old and V when
+    the loop made one; its forward and backward in each of ``ppo_epochs`` passes. Not counted: the
+    reward model's or judge's scoring, and batches sampled and then dropped by dynamic sampling."""
+    policy, module = run.costs
+    rows, length = experience.sequences.shape
+    separate_old = experience.old_logprobs is not None  # else the first minibatch's forward gives it
+    module_passes = float(separate_old) + TRAINING * run.config.ppo_epochs
+    return 2 * policy.forward_flops(rows, length) + module_passes * module.forward_flops(rows, length)
+
+
 def batch_metrics(run: OnlineRun, experience: Experience) -> dict[str, float]:
     """The batch's part of the metrics row every online stage logs (docs/architecture.md)."""
     n = experience.sequences.shape[0]
@@ -337,60 +358,3 @@ def batch_metrics(run: OnlineRun, experience: Experience) -> dict[str, float]:
     if run.gold is not None:
         row["reward/gold"] = sum(run.gold.score(experience.prompts, experience.completions)) / n
     return row
-
-
-def loss_items(minibatch: Experience, config: RLConfig) -> float:
-    """The items a policy loss aggregated by ``loss_agg`` averages over: response tokens for
-    ``token_mean``, responses with at least one token for the sequence means."""
-    mask = minibatch.response_mask
-    if config.loss_agg == "token_mean":
-        return float(mask.sum())
-    return float((mask.sum(-1) > 0).sum())
-
-
-def kl_loss_term(
-    out: dict, minibatch: Experience, config: RLConfig, kl_coef: float
-) -> tuple[torch.Tensor, dict]:
-    """β·KL(π_θ ‖ π_ref) as a loss term (when it is not in the reward), whose expected gradient is
-    β·∇KL(π_θ ‖ π_ref) for each estimator (``kl_penalty_loss``), aggregated as the policy loss; else 0."""
-    if config.kl_in_reward or kl_coef == 0:
-        return torch.zeros(()), {}
-    term, metrics = kl_penalty_loss(
-        out["logprobs"], minibatch.ref_logprobs, minibatch.response_mask, config.kl_estimator, config.loss_agg
-    )
-    return kl_coef * term, metrics
-
-
-def clipped_policy_loss(
-    out: dict, minibatch: Experience, config: RLConfig, kl_coef: float
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The actor's loss every policy-gradient algorithm shares: PPO's clipped surrogate −min(ρÂ, clip(ρ)Â)
-    (plain REINFORCE when ρ = 1, on-policy), − ent_coef·entropy, + β·KL when KL is a loss term."""
-    policy_loss, metrics = ppo_clip_loss(
-        out["logprobs"],
-        minibatch.old_logprobs,
-        minibatch.advantages,
-        minibatch.response_mask,
-        config.clip_eps,
-        loss_agg=config.loss_agg,
-    )
-    return regularised(policy_loss, metrics, out, minibatch, config, kl_coef)
-
-
-def regularised(
-    policy_loss: torch.Tensor,
-    metrics: dict[str, torch.Tensor],
-    out: dict,
-    minibatch: Experience,
-    config: RLConfig,
-    kl_coef: float,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """A policy loss − ent_coef·entropy (per-state entropy bonus) + β·KL when KL is a loss term."""
-    entropy_loss, entropy_metrics = entropy_bonus(out["entropy"], minibatch.response_mask, config.loss_agg)
-    kl_term, kl_metrics = kl_loss_term(out, minibatch, config, kl_coef)
-    metrics.update(entropy_metrics)
-    metrics.update(kl_metrics)
-    metrics["policy/loss"] = policy_loss.detach()
-    if config.ent_coef:  # (0 · entropy would still send a backward pass through the entropy)
-        policy_loss = policy_loss + config.ent_coef * entropy_loss
-    return policy_loss + kl_term, metrics

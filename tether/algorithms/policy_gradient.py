@@ -22,7 +22,8 @@ from __future__ import annotations
 import torch
 
 from tether.advantages import compute_advantages, whiten_advantages
-from tether.algorithms.online import regularised, run_online
+from tether.algorithms.actor_loss import regularised
+from tether.algorithms.online import run_online
 from tether.algorithms.online_batch import LoopHooks
 from tether.config import ConfigError, PGConfig
 from tether.losses.policy import aggregate, ppo_clip_loss

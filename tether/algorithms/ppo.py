@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 
 from tether.advantages import compute_advantages, whiten_advantages
-from tether.algorithms.online import clipped_policy_loss, run_online
+from tether.algorithms.actor_loss import clipped_policy_loss
+from tether.algorithms.online import run_online
 from tether.config import PPOConfig
 from tether.losses.policy import value_loss
 from tether.rollout.experience import Experience

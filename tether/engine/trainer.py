@@ -31,6 +31,7 @@ from accelerate.utils import set_seed
 
 from tether import TetherError
 from tether.config import TrainConfig
+from tether.engine.flops import TRAINING, ModelCost, Throughput
 from tether.engine.session import Session, build_accelerator
 
 Batch = dict[str, torch.Tensor]
@@ -78,6 +79,7 @@ class Trainer:
                 f"{self.global_batch} (batch_size × grad_accum_steps × processes); lower batch_size"
             )
         self.total_steps = config.max_steps or max(1, math.ceil(config.num_epochs * self.steps_per_epoch))
+        self.cost = ModelCost.of(module)  # FLOPs per token, for tokens/s and MFU (engine/flops.py)
         # The accelerator, optimiser, schedule, guard, log and checkpoints, built as the online loop's are.
         self.session = Session(config, module, self.total_steps, accelerator)
         self.accelerator, self.module, self.optimizer = (
@@ -121,14 +123,17 @@ class Trainer:
         self.step = int(session.resume().get("step", 0))
         bar = session.progress_bar(f"train {config.output_dir}", initial=self.step)
         items_seen, started = 0.0, time.perf_counter()
+        throughput = Throughput(self.accelerator.device, self.accelerator.num_processes)
         with session.running():
             while self.step < self.total_steps:
                 row = self.train_step()
                 items_seen += row["items"]
+                throughput.add(row.pop("tokens"), row.pop("flops"))
                 self.step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
                 row["items_per_s"] = items_seen / max(time.perf_counter() - started, 1e-9)
+                row.update(throughput.row())
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", mfu=f"{row['mfu']:.0%}")
                 session.log(self.step, row)
                 if config.eval_every and self.step % config.eval_every == 0 and self.step < self.total_steps:
                     self.logger.log(self.step, self.evaluate())
@@ -148,6 +153,7 @@ class Trainer:
         batches = [self.collate([self.train_data[i] for i in idx]) for idx in self.step_indices(self.step)]
         batches = [{k: v.to(accelerator.device) for k, v in b.items()} for b in batches]
         global_items = self._global_sum(float(sum(self.count_fn(b) for b in batches)))
+        tokens, flops = batch_work(batches, self.cost)
         if global_items <= 0:
             raise TetherError(f"step {self.step}: the batch holds no loss items (all labels masked?)")
         scale = accelerator.num_processes / global_items  # DDP averages gradients over processes
@@ -169,6 +175,8 @@ class Trainer:
             "grad_norm": grad_norm,
             "items": global_items,
             "epoch": self.step / self.steps_per_epoch,
+            "tokens": tokens,  # this process's; fit turns them into rates
+            "flops": flops,
         }
         if self.guard.skipped:
             row["nan_skips"] = self.guard.skipped
@@ -216,3 +224,14 @@ class Trainer:
     def unwrapped(self) -> torch.nn.Module:
         """The trained module without distributed wrappers."""
         return self.session.unwrapped()
+
+
+def batch_work(batches: list[Batch], cost: ModelCost) -> tuple[float, float]:
+    """The tokens of a step's micro-batches (the 2-D attention mask's ones; every position of a packed or
+    shared-prefix layout) and the model FLOPs of their forward and backward (every position computed)."""
+    tokens = flops = 0.0
+    for batch in batches:
+        ids, mask = batch["input_ids"], batch.get("attention_mask")
+        tokens += float(mask.sum()) if mask is not None and mask.dim() == 2 else float(ids.numel())
+        flops += TRAINING * cost.forward_flops(*ids.shape)
+    return tokens, flops

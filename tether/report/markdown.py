@@ -84,6 +84,27 @@ def seeds_lines(seeds: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def stage_time_lines(seconds: dict[str, float], efficiency: dict[str, dict[str, float]]) -> list[str]:
+    """Each stage's wall time and, for a training stage, its tokens/s, model GFLOP/s and MFU against this
+    machine's measured fp32 matrix-product peak (``engine/flops.py``)."""
+    lines = [
+        "## Stage times",
+        "",
+        "Tokens/s: training tokens (online stages: response tokens). MFU: the model's FLOP/s over the "
+        "fp32 matrix-product peak measured on this machine at the run's thread count.",
+        "",
+        "| stage | seconds | tokens/s | model GFLOP/s | MFU |",
+        "|---|---|---|---|---|",
+    ]
+    for stage, time_taken in seconds.items():
+        e = efficiency.get(stage)
+        rates = (
+            f"{e['tokens_per_s']:.0f} | {e['model_tflops'] * 1e3:.1f} | {e['mfu']:.0%}" if e else "– | – | –"
+        )
+        lines.append(f"| {stage} | {time_taken:.1f} | {rates} |")
+    return [*lines, ""]
+
+
 def write_instruct_report(summary: dict[str, Any], out_dir: str | Path) -> Path:
     """``report.md``: the metrics table of each evaluated model, stage times, and sample answers."""
     lines = [
@@ -137,9 +158,7 @@ def write_instruct_report(summary: dict[str, Any], out_dir: str | Path) -> Path:
         ]
         lines.append("")
     if summary.get("seconds"):
-        lines += ["## Stage times", "", "| stage | seconds |", "|---|---|"]
-        lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in summary["seconds"].items()]
-        lines.append("")
+        lines += stage_time_lines(summary["seconds"], summary.get("efficiency") or {})
     lines += ["## Sample answers", ""]
     for name, metrics in {
         **summary["results"],
