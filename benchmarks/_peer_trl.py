@@ -71,11 +71,11 @@ Not matched exactly (and why):
   tokens reach (Σ_{s≥t} k3_s ∇log π_t), which makes it ∇KL(π ‖ π_ref) of whole responses. TRL offers no
   such term.
 - **RLOO's objective.** TRL's RLOOTrainer puts the KL in the reward (k1, summed per response, from the
-  sampling policy) and takes one ratio per response, its loss averaged over responses (a sum over tokens);
-  the pipeline's RLOO (GRPO's settings, ``estimator=rloo``) has the KL as a β·k3 loss term and a per-token
+  sampling policy) and takes one clipped ratio per whole response, its loss averaged over responses; the
+  pipeline's RLOO (GRPO's settings, ``estimator=rloo``) has the KL as a β·k3 loss term and a per-token
   ratio averaged over tokens. ``--tether-rloo-objective trl`` runs tether with TRL's objective instead
-  (``kl_in_reward=true, kl_estimator=k1, loss_agg=seq_mean_token_sum``); only the clipping of later
-  minibatches (per token, not per response) then differs.
+  (``trl_peer.TRL_RLOO_OBJECTIVE``: ``kl_in_reward=true, kl_estimator=k1, policy_loss=seq_clip,
+  loss_agg=seq_mean_token_mean``); only the minibatches then differ (below).
 - **GRPO's advantage** divides by the group's std + 1e-4 in TRL, + 1e-6 in tether (both with Bessel's
   correction): only a group of near-equal scores tells them apart.
 - **Minibatches.** tether's minibatches hold whole groups in random order; TRL shuffles rows, so a

@@ -59,6 +59,14 @@ from _peer_trl import dpo_steps, dpo_training_pairs, resolved_beta, run_trl_dpo,
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("grpo", "rloo", "dpo")
 LIBRARIES = ("tether", "trl")
+# --tether-rloo-objective trl: TRL's RLOO objective in tether (the KL as a k1 penalty in the reward, one
+# clipped ratio per whole response, the loss a mean over responses)
+TRL_RLOO_OBJECTIVE = {
+    "kl_in_reward": True,
+    "kl_estimator": "k1",
+    "policy_loss": "seq_clip",
+    "loss_agg": "seq_mean_token_mean",
+}
 
 
 # ---------------------------------------------------------------------------------------------- settings
@@ -104,7 +112,9 @@ def run_folder(pipeline: Path, library: str, method: str, beta: float | None, se
     return pipeline / "peer" / library / name / f"seed{seed}"
 
 
-def run_config(args: argparse.Namespace, method: str, beta: float | None, seed: int, folder: Path) -> Any:
+def run_config(
+    args: argparse.Namespace, library: str, method: str, beta: float | None, seed: int, folder: Path
+) -> Any:
     """The tether stage config of one run: the pipeline's, at ``seed``, in ``folder``, with the overrides."""
     base = stage_bases(Path(args.pipeline))[method]
     changes: dict[str, Any] = {
@@ -117,8 +127,8 @@ def run_config(args: argparse.Namespace, method: str, beta: float | None, seed: 
         changes["max_steps"] = args.max_steps
     if beta is not None:
         changes["beta" if method == "dpo" else "kl_coef"] = beta
-    if method == "rloo" and args.tether_rloo_objective == "trl":
-        changes.update(kl_in_reward=True, kl_estimator="k1", loss_agg="seq_mean_token_sum")
+    if library == "tether" and method == "rloo" and args.tether_rloo_objective == "trl":
+        changes.update(TRL_RLOO_OBJECTIVE)
     return dataclasses.replace(base, **changes)
 
 
@@ -184,7 +194,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         return {**record, **measure(context["reference"], context, seed), "train_seconds": 0.0}
 
     folder = run_folder(Path(args.pipeline), library_folder(library, method, args), method, beta, seed)
-    config = run_config(args, method, beta, seed, folder)
+    config = run_config(args, library, method, beta, seed, folder)
     if folder.exists():  # an unfinished run (a finished one is in results.jsonl and is not re-run)
         shutil.rmtree(folder)
     folder.mkdir(parents=True)

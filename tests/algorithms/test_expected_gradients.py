@@ -441,6 +441,7 @@ def test_nash_md_second_epoch_weights_the_old_samples_by_the_ratio():
     [
         ("gspo", {}, 0.5),  # every token carries ∂ℓ_i/∂log π_t = −Â_i s_i/|y_i|: ∇J/|y| at s = 1
         ("gspo_token", {}, 0.5),
+        ("seq_clip", {}, 1.0),  # the whole response's ratio, a mean over responses: REINFORCE at ratio 1
         ("ppo_clip", {"clip_eps_high": 0.28}, 1.0),  # DAPO's decoupled range: REINFORCE at ratio 1
     ],
 )

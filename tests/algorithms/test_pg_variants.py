@@ -21,6 +21,7 @@ def test_clip_ranges_default_to_each_losss_paper():
     assert clip_range(PGConfig(clip_eps_high=0.28)) == (0.2, 0.28)  # DAPO
     assert clip_range(PGConfig(policy_loss="gspo")) == (3e-4, 4e-4)  # GSPO
     assert clip_range(PGConfig(policy_loss="gspo", clip_eps=1e-3)) == (1e-3, 1e-3)
+    assert clip_range(PGConfig(policy_loss="seq_clip")) == (0.2, 0.2)  # a product of token ratios: PPO's
 
 
 def test_gspo_through_pg_loss_hand_worked():

@@ -233,3 +233,51 @@ def test_truncated_weights_scale_the_policy_gradient_and_carry_none() -> None:
     (-(weights * advantages * policy * mask).sum()).backward()
     torch.testing.assert_close(policy.grad, torch.tensor([[-0.5, 2.0, -2.0], [-6.0, 0.0, 0.0]], dtype=D))
     assert train.grad is None
+
+
+# The whole response's ratio (length_normalised=False, TRL's RLOO), ε = 0.2 (range [0.8, 1.2]):
+#   row  |y|  token log ρ        ρ      Â    ρÂ     clip(ρ)Â  ℓ = −min   ∂ℓ/∂log π_t (before 1/4)
+#   0    2    ln1.1, 0           1.1    +2   2.2    2.2      −2.2       −Âρ = −2.2 on each token
+#   1    2    ln1.2, ln1.2       1.44   +1   1.44   1.2      −1.2       0 (clipped above)
+#   2    1    ln0.5              0.5    −1   −0.5   −0.8     0.8        0 (clipped below)
+#   3    3    ln0.9, 0, 0        0.9    −2   −1.8   −1.8     1.8        −Âρ = 1.8 on each token
+#   4    0    (empty)            –      +5   –      –        –          – (not counted)
+# Loss = (−2.2 − 1.2 + 0.8 + 1.8) / 4 = −0.2. Row 1's tokens are each inside PPO's token range (1.2), and
+# GSPO's geometric mean (1.2) too: only the product of the ratios leaves the range.
+SEQ_LOG_RATIOS = [
+    [math.log(1.1), 0.0],
+    [math.log(1.2), math.log(1.2)],
+    [math.log(0.5)],
+    [math.log(0.9), 0.0, 0.0],
+    [],
+]
+SEQ_ADVANTAGES = [2.0, 1.0, -1.0, -2.0, 5.0]
+
+
+def test_the_whole_response_ratio_hand_worked_values_and_gradient() -> None:
+    old, new, mask = _rows(SEQ_LOG_RATIOS)
+    advantages = torch.tensor(SEQ_ADVANTAGES, dtype=D)
+    loss, metrics = gspo_loss(new, old, advantages, mask, 0.2, 0.2, length_normalised=False)
+    loss.backward()
+    assert loss.item() == pytest.approx(-0.2)
+    expected = torch.tensor(
+        [[-2.2, -2.2, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.8, 1.8, 1.8], [0.0, 0.0, 0.0]], dtype=D
+    )
+    torch.testing.assert_close(new.grad, expected / 4)
+    assert metrics["policy/clipfrac"].item() == pytest.approx(2 / 4)
+    assert metrics["policy/seq_ratio_mean"].item() == pytest.approx((1.1 + 1.44 + 0.5 + 0.9) / 4)
+
+
+def test_the_whole_response_ratio_on_policy_is_reinforce() -> None:
+    """At π_θ = π_old (ρ = 1) the gradient is REINFORCE's: −Â_i Σ_t ∇log π_θ(y_i,t), averaged over rows;
+    off-policy inside the range, the same times ρ_i."""
+    generator = torch.Generator().manual_seed(1)
+    old = torch.randn(4, 5, generator=generator, dtype=D)
+    advantages = torch.randn(4, generator=generator, dtype=D)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 0, 0]], dtype=D)
+    for shift in (0.0, 0.05):
+        new = (old + shift * torch.randn(4, 5, generator=generator, dtype=D)).requires_grad_(True)
+        loss, _ = gspo_loss(new, old, advantages, mask, 0.99, 100.0, length_normalised=False)
+        loss.backward()
+        rho = torch.exp(((new.detach() - old) * mask).sum(-1))
+        torch.testing.assert_close(new.grad, (-advantages * rho / 4)[:, None] * mask)

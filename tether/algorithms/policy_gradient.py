@@ -67,7 +67,7 @@ def pg_advantages(experience: Experience, config: PGConfig, state: dict[str, flo
 def clip_range(config: PGConfig) -> tuple[float, float]:
     """(ε_low, ε_high) of the configured policy loss: the user's, else the loss's paper defaults (PPO's 0.2;
     GSPO's 3e-4 and 4e-4, at the scale of a per-token geometric-mean ratio)."""
-    sequence_level = config.policy_loss != "ppo_clip"
+    sequence_level = config.policy_loss in ("gspo", "gspo_token")  # seq_clip's ratio is not normalised
     low = config.clip_eps if config.clip_eps is not None else (3e-4 if sequence_level else 0.2)
     if config.clip_eps_high is not None:
         return low, config.clip_eps_high
@@ -82,13 +82,17 @@ def pg_loss(out: dict, minibatch: Experience, config: PGConfig, kl_coef: float) 
     - ``gspo``: GSPO's per-response ratio s_i = (π_θ/π_old)^{1/|y_i|}, clipped per response; each response's
       loss stands on each of its tokens, so ``loss_agg`` weighs responses (``seq_mean_token_mean``: the
       paper's mean over responses; ``token_mean``: by length);
-    - ``gspo_token``: GSPO-token, s_i's value with each token's own gradient.
+    - ``gspo_token``: GSPO-token, s_i's value with each token's own gradient;
+    - ``seq_clip``: the whole response's ratio π_θ(y|x)/π_old(y|x), clipped per response (TRL's RLOO);
+      aggregated as GSPO's.
     """
     low, high = clip_range(config)
     logprobs, old, mask = out["logprobs"], minibatch.old_logprobs, minibatch.response_mask
     advantages = minibatch.advantages
-    if config.policy_loss == "gspo":
-        per_response, metrics = gspo_loss(logprobs, old, advantages, mask, low, high, loss_agg="none")
+    if config.policy_loss in ("gspo", "seq_clip"):
+        per_response, metrics = gspo_loss(
+            logprobs, old, advantages, mask, low, high, "none", config.policy_loss == "gspo"
+        )
         per_token = per_response[:, None].expand_as(logprobs)
     elif config.policy_loss == "gspo_token":
         per_token, metrics = gspo_token_loss(logprobs, old, advantages, mask, low, high, "none")

@@ -117,11 +117,12 @@ class PGConfig(RLConfig):
     estimator: Literal["reinforce_baseline", "rloo", "grpo", "dr_grpo", "reinforce_pp"] = option(
         "grpo", "Advantage estimator (tether/advantages.py)."
     )
-    policy_loss: Literal["ppo_clip", "gspo", "gspo_token"] = option(
+    policy_loss: Literal["ppo_clip", "gspo", "gspo_token", "seq_clip"] = option(
         "ppo_clip",
         "ppo_clip: per-token ratio, clipped per token (PPO, GRPO; DAPO with clip_eps_high); gspo: one "
         "length-normalised ratio per response, clipped per response (Zheng et al. 2025); gspo_token: "
-        "GSPO's ratio with per-token advantages.",
+        "GSPO's ratio with per-token advantages; seq_clip: the whole response's ratio, clipped per "
+        "response (TRL's RLOO; with loss_agg=seq_mean_token_mean its loss is a mean over responses).",
     )
     # The one field declared again: its type differs (unset = the policy_loss's own range).
     clip_eps: float | None = option(

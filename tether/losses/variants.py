@@ -29,12 +29,16 @@ def _masked_log_ratio(
 
 
 def _sequence_ratio(
-    logprobs: torch.Tensor, old_logprobs: torch.Tensor, response_mask: torch.Tensor
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    response_mask: torch.Tensor,
+    length_normalised: bool = True,
 ) -> torch.Tensor:
-    """GSPO's s_i = exp((1/|y_i|) Σ_t (log π_θ − log π_old)) per response, (N,); 1 for an empty response."""
+    """GSPO's s_i = exp((1/|y_i|) Σ_t (log π_θ − log π_old)) per response, (N,); 1 for an empty response.
+    Not ``length_normalised``: the whole response's ratio π_θ(y_i|x)/π_old(y_i|x) = exp Σ_t (…)."""
     lengths = response_mask.to(logprobs.dtype).sum(-1)
-    log_ratio = _masked_log_ratio(logprobs, old_logprobs.detach(), response_mask)
-    return torch.exp(log_ratio.sum(-1) / lengths.clamp(min=1.0))
+    log_ratio = _masked_log_ratio(logprobs, old_logprobs.detach(), response_mask).sum(-1)
+    return torch.exp(log_ratio / lengths.clamp(min=1.0) if length_normalised else log_ratio)
 
 
 def sequence_advantages(advantages: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
@@ -54,6 +58,7 @@ def gspo_loss(
     clip_eps: float = 3e-4,
     clip_eps_high: float | None = 4e-4,
     loss_agg: str = "seq_mean",
+    length_normalised: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """GSPO (Zheng et al. 2025, "Group Sequence Policy Optimization", §4.1: the objective of eq. 5 and its
     ratio s_i): one length-normalised importance ratio per response, clipped per response,
@@ -72,6 +77,12 @@ def gspo_loss(
     response_mask: (N, A). ``loss_agg``: ``seq_mean`` or ``none`` (the per-response ℓ_i, (N,), 0 for an
     empty response). Metrics: ``policy/clipfrac`` (share of responses whose clipped term is active),
     ``policy/seq_ratio_mean``, ``policy/approx_kl`` (token-level k3 of KL(π_old ‖ π_θ)).
+
+    ``length_normalised=False``: the same objective with the whole response's ratio
+    ρ_i = π_θ(y_i|x)/π_old(y_i|x) (no 1/|y_i| power), the per-response clipped surrogate of TRL's
+    RLOOTrainer (https://huggingface.co/docs/trl/rloo_trainer); its gradient where unclipped is
+    −Â_i ρ_i ∇log π_θ(y_i|x) = −Â_i ρ_i Σ_t ∇log π_θ(y_i,t), REINFORCE's on-policy (ρ = 1), and the clip
+    range is PPO's scale (0.2), since ρ_i is a product of token ratios.
     """
     if loss_agg not in SEQUENCE_LOSS_AGG:
         raise ValueError(
@@ -81,7 +92,7 @@ def gspo_loss(
     mask = response_mask.to(logprobs.dtype)
     lengths = mask.sum(-1)  # (N,)
     has_tokens = (lengths > 0).to(logprobs.dtype)
-    seq_ratio = _sequence_ratio(logprobs, old_logprobs, response_mask)  # s_i, (N,)
+    seq_ratio = _sequence_ratio(logprobs, old_logprobs, response_mask, length_normalised)  # s_i, (N,)
     adv = sequence_advantages(advantages, response_mask).to(logprobs.dtype)
     unclipped = -adv * seq_ratio
     clipped = -adv * torch.clamp(seq_ratio, 1.0 - clip_eps, 1.0 + eps_high)
