@@ -41,6 +41,10 @@ def test_each_method_sets_its_own_beta_seed_and_folder(tmp_path):
     assert dpo.beta == 0.25 and ppo.kl_coef == 0.25 and dpo.seed == ppo.seed == 2
     assert ppo.output_dir == str(out / "ppo" / "beta0.25" / "seed2")
     assert dpo.model == ppo.model == str(tmp_path / "sft") and ppo.reward == str(tmp_path / "reward_model")
+    # the frontier's PPO: its own critic for 150 iterations, under the section's overrides
+    assert (bases["ppo"].critic, bases["ppo"].max_steps) == ("model", 150)
+    mine = method_configs(load_config(FrontierConfig, None, ["ppo.max_steps=40"]))[1]["ppo"]
+    assert (mine.critic, mine.max_steps) == ("model", 40)
 
 
 def test_summary_matched_kl_and_budget():

@@ -205,7 +205,11 @@ class FrontierConfig(PolicyEvalConfig, GymTaskConfig):
         "of the gap between the SFT policy's gold and the task's maximum (1) that it closes.",
         minimum=0.0,
     )
-    ppo: dict = option({}, "Overrides for the PPO runs, e.g. ppo.max_steps=40 (β comes from betas).")
+    ppo: dict = option(
+        {},
+        "Overrides for the PPO runs, over the frontier's critic=model, max_steps=150, e.g. ppo.max_steps=40 "
+        "(β comes from betas).",
+    )
     grpo: dict = option({}, "Overrides for the GRPO runs.")
     rloo: dict = option({}, "Overrides for the RLOO runs (GRPO's config with estimator=rloo).")
     dpo: dict = option({}, "Overrides for the DPO runs.")
