@@ -71,8 +71,9 @@ class ModelCost:
 def matmul_peak(device: str = "cpu", threads: int = 0, size: int = 1024, seconds: float = 0.25) -> float:
     """The best FLOP/s of an fp32 ``size``² matrix product on ``device`` over ``seconds`` (once per
     process, device and thread count: pass ``torch.get_num_threads()``)."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
+    generator = torch.Generator(device).manual_seed(0)  # not the global one: the run's RNG stays as seeded
+    a = torch.randn(size, size, device=device, generator=generator)
+    b = torch.randn(size, size, device=device, generator=generator)
     out = torch.empty(size, size, device=device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     torch.mm(a, b, out=out)
