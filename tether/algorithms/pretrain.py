@@ -43,7 +43,12 @@ def check_model_fields(config: PretrainConfig) -> None:
         ]
         reason = f"applies to the other architecture, not architecture={config.architecture}"
     else:
-        refused = [*(name for names in SIZE_FIELDS.values() for name in names), "vocab_size", "tokenizer"]
+        refused = [
+            *(n for names in SIZE_FIELDS.values() for n in names),
+            "vocab_size",
+            "tokenizer",
+            "split_digits",
+        ]
         reason = "applies to a new model (model=tiny); a model folder keeps its own size and tokenizer"
     for name in refused:
         if getattr(config, name) != defaults[name]:
@@ -58,8 +63,12 @@ def build_model(config: PretrainConfig, texts: list[str]) -> tuple[Any, Any]:
         if config.architecture == "rnn" and not is_rnn(model):
             raise ConfigError(f"field 'architecture': rnn, but model '{config.model}' is not a tether RNN")
         return model, tokenizer
+    if config.tokenizer and config.split_digits:
+        raise ConfigError("field 'split_digits': applies to a tokenizer trained here (tokenizer='')")
     tokenizer = (
-        load_tokenizer(config.tokenizer) if config.tokenizer else train_tokenizer(texts, config.vocab_size)
+        load_tokenizer(config.tokenizer)
+        if config.tokenizer
+        else train_tokenizer(texts, config.vocab_size, split_digits=config.split_digits)
     )
     if config.architecture == "rnn":
         model = build_rnn_model(

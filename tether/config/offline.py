@@ -49,6 +49,11 @@ class PretrainConfig(HeldOutConfig, DataConfig, TrainConfig):
     vocab_size: int = option(
         512, "Tokenizer vocabulary (tiny model with tokenizer=''; trained on the corpus).", minimum=260
     )
+    split_digits: bool = option(
+        False,
+        "The trained tokenizer (tokenizer='') keeps every digit a token of its own, so a number is its digits "
+        "(arithmetic: sums carried digit by digit, numbers copied digit by digit) instead of a BPE merge.",
+    )
     hidden_size: int = option(128, "Tiny Transformer width.", minimum=8)
     num_layers: int = option(4, "Tiny Transformer depth.", minimum=1)
     num_heads: int = option(4, "Tiny Transformer attention heads.", minimum=1)

@@ -13,16 +13,23 @@ from tether.data.templates import CHATML_TEMPLATE
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> Any:
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, split_digits: bool = False) -> Any:
     """A byte-level BPE tokenizer trained on ``texts``, with ChatML tokens and template.
 
     EOS is ``<|endoftext|>`` (document end); chat turns end with ``<|im_end|>``, which generation also stops at.
+    ``split_digits``: every digit is its own pre-token, so no merge joins digits (as Llama's and SmolLM2's
+    tokenizers treat numbers).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if split_digits
+        else byte_level
+    )
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
