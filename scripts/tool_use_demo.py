@@ -7,7 +7,11 @@ on the arithmetic corpus, then:
 
 each measured on the same held-out prompts before and after GRPO (one sampled answer or episode each).
 
-    .venv/bin/python scripts/tool_use_demo.py [OUTPUT_DIR] [GRPO_STEPS]
+    .venv/bin/python scripts/tool_use_demo.py [OUTPUT_DIR] [--grpo-steps N] [--split-digits]
+        [--learning-rate LR] [--single-turn]
+
+``--split-digits`` pre-trains with a tokenizer that keeps every digit a token (``split_digits=true``);
+``--single-turn`` skips the tool-use half.
 
 Prints one table (accuracy = exact answer; tool-call rate = episodes with a well-formed call) and writes
 it to OUTPUT_DIR/tool_use.md.
@@ -15,8 +19,8 @@ it to OUTPUT_DIR/tool_use.md.
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -67,53 +71,21 @@ def accuracy(folder: Path, prompts: list[str]) -> dict[str, float]:
     return {"success_rate": rate(sampled), "greedy": rate(greedy)}
 
 
-def main() -> None:
-    root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/tool_use")
-    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 60
-    common = {"progress": False, "tensorboard": False}
-    times: dict[str, float] = {}
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("output_dir", nargs="?", default="runs/tool_use")
+    parser.add_argument("--grpo-steps", type=int, default=60)
+    parser.add_argument("--learning-rate", type=float, default=GRPO["learning_rate"])
+    parser.add_argument("--split-digits", action="store_true", help="one token per digit (pre-training)")
+    parser.add_argument("--single-turn", action="store_true", help="skip the tool-use half")
+    return parser.parse_args()
 
-    def stage(run: Any, config: Any) -> str:
-        """Run a stage unless its folder is finished (re-running the script resumes); time it."""
-        name = Path(config.output_dir).name
-        if not (Path(config.output_dir) / "tether_config.yaml").exists():
-            started = time.perf_counter()
-            run(config)
-            times[name] = time.perf_counter() - started
-        return config.output_dir
 
-    # One epoch (266 steps) leaves the sums unlearnt (2–6 % correct after SFT); 2000 steps give ~57 %.
-    pretrain = stage(
-        run_pretrain,
-        PretrainConfig(
-            data="gym:arithmetic", output_dir=str(root / "pretrain"), max_steps=PRETRAIN_STEPS, **common
-        ),
-    )
-    held_out = get_task("arithmetic").prompts("test", n=128)
-    grpo = {**GRPO, "max_steps": steps}
+def tool_use_rows(
+    root: Path, pretrain: str, held_out: list[str], grpo: dict, common: dict, stage: Any
+) -> list[tuple[str, dict[str, float]]]:
+    """2. Tool use: SFT on calculator transcripts, then GRPO in the calculator environment."""
     rows = []
-    # 1. Single turn, verifiable reward.
-    sft_plain = stage(
-        run_sft,
-        SFTConfig(
-            model=pretrain, data="gym:arithmetic", output_dir=str(root / "sft_plain"), num_epochs=2, **common
-        ),
-    )
-    rows.append(("sft (answers)", accuracy(Path(sft_plain), held_out)))
-    grpo_plain = stage(
-        run_policy_gradient,
-        PGConfig(
-            model=sft_plain,
-            output_dir=str(root / "grpo_plain"),
-            prompts="gym:arithmetic",
-            reward="verifiable:exact_match[answers=gym:arithmetic]",
-            max_new_tokens=24,
-            **grpo,
-            **common,
-        ),
-    )
-    rows.append(("grpo, exact_match reward", accuracy(Path(grpo_plain), held_out)))
-    # 2. Tool use: SFT on calculator transcripts, then GRPO in the calculator environment.
     write_jsonl(root / "tools.jsonl", tool_use_transcripts("train", n=TOOL_TRANSCRIPTS))
     sft_tools = stage(
         run_sft,
@@ -141,6 +113,61 @@ def main() -> None:
         ),
     )
     rows.append(("grpo, env=calculator", measure(Path(grpo_tools), held_out)))
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    root, steps = Path(args.output_dir), args.grpo_steps
+    common = {"progress": False, "tensorboard": False}
+    times: dict[str, float] = {}
+
+    def stage(run: Any, config: Any) -> str:
+        """Run a stage unless its folder is finished (re-running the script resumes); time it."""
+        name = Path(config.output_dir).name
+        if not (Path(config.output_dir) / "tether_config.yaml").exists():
+            started = time.perf_counter()
+            run(config)
+            times[name] = time.perf_counter() - started
+        return config.output_dir
+
+    # One epoch (266 steps) leaves the sums unlearnt (2–6 % correct after SFT); 2000 steps give ~57 %.
+    pretrain = stage(
+        run_pretrain,
+        PretrainConfig(
+            data="gym:arithmetic",
+            output_dir=str(root / "pretrain"),
+            max_steps=PRETRAIN_STEPS,
+            split_digits=args.split_digits,
+            **common,
+        ),
+    )
+    held_out = get_task("arithmetic").prompts("test", n=128)
+    grpo = {**GRPO, "max_steps": steps, "learning_rate": args.learning_rate}
+    rows = []
+    # 1. Single turn, verifiable reward.
+    sft_plain = stage(
+        run_sft,
+        SFTConfig(
+            model=pretrain, data="gym:arithmetic", output_dir=str(root / "sft_plain"), num_epochs=2, **common
+        ),
+    )
+    rows.append(("sft (answers)", accuracy(Path(sft_plain), held_out)))
+    grpo_plain = stage(
+        run_policy_gradient,
+        PGConfig(
+            model=sft_plain,
+            output_dir=str(root / "grpo_plain"),
+            prompts="gym:arithmetic",
+            reward="verifiable:exact_match[answers=gym:arithmetic]",
+            max_new_tokens=24,
+            **grpo,
+            **common,
+        ),
+    )
+    rows.append(("grpo, exact_match reward", accuracy(Path(grpo_plain), held_out)))
+    if not args.single_turn:
+        rows += tool_use_rows(root, pretrain, held_out, grpo, common, stage)
 
     def cell(metrics: dict[str, float], key: str, form: str) -> str:
         return format(metrics[key], form) if key in metrics else "–"
