@@ -1,9 +1,10 @@
 """kill -9 at a random moment, then ``resume=true``: the weights are bit-identical to an uninterrupted run.
 
 Each stage runs as its own process (``python -m tether STAGE``), checkpointing every step. A second
-process is killed with SIGKILL at a random moment after it writes a checkpoint, resumed, killed again,
-and resumed to the end: the kills land mid-step, mid-log or mid-checkpoint (a checkpoint is written to a
-temporary folder and renamed; a metrics row cut short is dropped on resume). The kill moments come from
+process is killed with SIGKILL at a random moment (after a random step's checkpoint, a random fraction
+of a step later), resumed, killed again later in the run, and resumed to the end: the kills land
+mid-step, mid-log or mid-checkpoint (a checkpoint is written to a temporary folder and renamed; a metrics
+row cut short is dropped on resume). The kill moments come from
 a generator seeded by the stage and ``KILL_SEED`` (default 0) and are printed, so a failure can be
 replayed and other moments tried (``KILL_SEED=3 pytest tests/test_kill_resume.py -s``)."""
 
@@ -62,13 +63,17 @@ def environment() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
 
 
-def kill_after_a_new_checkpoint(cmd: list[str], out: Path, delay: float) -> int:
-    """Start ``cmd``, SIGKILL it ``delay`` seconds after it writes its first checkpoint; its exit code
-    (−9 when the kill landed before the run finished)."""
-    before = set(list_checkpoints(out))
+def latest_step(out: Path) -> int:
+    found = list_checkpoints(out)
+    return int(found[-1].name.split("-")[1]) if found else 0
+
+
+def kill_after_checkpoint(cmd: list[str], out: Path, step: int, delay: float) -> int:
+    """Start ``cmd``, SIGKILL it ``delay`` seconds after its checkpoint of ``step`` (or a later one)
+    appears; its exit code (−9 when the kill landed before the run finished)."""
     process = subprocess.Popen(cmd, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    while not set(list_checkpoints(out)) - before and process.poll() is None:
-        time.sleep(0.01)
+    while latest_step(out) < step and process.poll() is None:
+        time.sleep(0.005)
     time.sleep(delay)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -86,12 +91,16 @@ def test_kill_9_at_a_random_moment_then_resume_gives_bit_identical_weights(setup
     subprocess.run(command(stage, setup, straight), env=environment(), check=True, capture_output=True)
 
     killed = tmp_path / "killed"
-    delays = [rng.uniform(0.0, 0.6) for _ in range(2)]
+    total = int(next(a for a in STAGES[stage] if a.startswith("max_steps=")).split("=")[1])
+    # the first kill after a checkpoint in the first third, the second in the second third of the run,
+    # each a random fraction of a step later (a step takes tens to hundreds of milliseconds here)
+    steps = [rng.randint(1, total // 3), rng.randint(total // 3 + 1, 2 * total // 3)]
+    delays = [rng.uniform(0.0, 0.1) for _ in steps]
     codes = []
-    for delay in delays:  # killed twice: the second run resumes, then is killed again
+    for step, delay in zip(steps, delays):  # killed twice: the second run resumes, then is killed again
         cmd = command(stage, setup, killed, *(["resume=true"] if codes else []))
-        codes.append(kill_after_a_new_checkpoint(cmd, killed, delay))
-    print(f"{stage}: killed after {delays} s → exit codes {codes}")
+        codes.append(kill_after_checkpoint(cmd, killed, step, delay))
+    print(f"{stage}: killed after the checkpoints of steps {steps}, {delays} s later → exit codes {codes}")
     assert codes == [-signal.SIGKILL] * 2, "a kill landed after the run had finished: lengthen the run"
     subprocess.run(command(stage, setup, killed, "resume=true"), env=environment(), check=True, capture_output=True)  # fmt: skip
 
