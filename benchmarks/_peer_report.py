@@ -13,6 +13,8 @@ LABELS = {
     "tether": "tether",
     "trl": "TRL",
     "tether-trlobj": "tether (TRL's RLOO objective)",
+    "tether-rows": "tether (rows shuffled into minibatches)",
+    "tether-trlobj-rows": "tether (TRL's RLOO objective, rows shuffled into minibatches)",
 }
 
 
@@ -95,9 +97,7 @@ def write_report(args: argparse.Namespace, records: list[dict[str, Any]], out: P
                 "| library | gold | KL | win rate | proxy | train seconds |",
                 "|---|---|---|---|---|---|",
             ]
-            libraries = [
-                lib for lib in ("tether", "tether-trlobj", "trl") if any(r["library"] == lib for r in at)
-            ]
+            libraries = [lib for lib in LABELS if lib != "sft" and any(r["library"] == lib for r in at)]
             for lib in libraries:
                 mine = [r for r in at if r["library"] == lib]
                 lines.append(

@@ -202,6 +202,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     if library == "tether":
         from tether.pipeline import _runners
 
+        if args.tether_row_minibatches and method != "dpo":
+            shuffle_rows_not_groups()
         _runners()["dpo" if method == "dpo" else "grpo"](config)
     elif method == "dpo":
         run_trl_dpo(config, folder)
@@ -228,11 +230,27 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def library_folder(library: str, method: str, args: argparse.Namespace) -> str:
-    return (
-        "tether-trlobj"
-        if library == "tether" and method == "rloo" and args.tether_rloo_objective == "trl"
-        else library
-    )
+    name = library
+    if library == "tether" and method == "rloo" and args.tether_rloo_objective == "trl":
+        name = "tether-trlobj"
+    if library == "tether" and method != "dpo" and args.tether_row_minibatches:
+        name += "-rows"
+    return name
+
+
+def shuffle_rows_not_groups() -> None:
+    """``--tether-row-minibatches``: tether's minibatches drawn as TRL draws them, rows shuffled across
+    prompts (valid for RLOO and GRPO, whose advantages are computed on whole groups before minibatching)."""
+    import torch
+
+    import tether.algorithms.online as online
+
+    def rows(n: int, group_size: int, minibatch_size: int) -> list[torch.Tensor]:
+        if minibatch_size >= n:
+            return [torch.arange(n)]
+        return list(torch.randperm(n).split(online.rows_per_minibatch(group_size, minibatch_size)))
+
+    online.shuffled_minibatches = rows
 
 
 # ----------------------------------------------------------------------------------------------- driver
@@ -252,6 +270,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n-prompts", type=int, default=200, help="held-out evaluation prompts")
     parser.add_argument("--with-tether", action="store_true", help="also run tether's own stage")
     parser.add_argument("--tether-rloo-objective", choices=("pipeline", "trl"), default="pipeline")
+    parser.add_argument(
+        "--tether-row-minibatches", action="store_true", help="tether's minibatches: rows shuffled, as TRL's"
+    )
     parser.add_argument("--run", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
