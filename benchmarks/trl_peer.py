@@ -21,7 +21,9 @@ Options: ``--betas`` overrides the pipeline's β (``0.2`` for every method, ``gr
 several values to sweep: ``0.05,0.1``); ``--max-steps`` overrides the pipeline's number of iterations (GRPO,
 RLOO) or optimiser steps (DPO); ``--n-prompts`` sets the held-out evaluation prompts (200, as the
 pipeline); ``--with-tether`` also runs tether's own stage at the same settings; ``--tether-rloo-objective
-trl`` makes tether's RLOO optimise TRL's RLOO objective (below) instead of the pipeline's.
+trl`` makes tether's RLOO optimise TRL's RLOO objective (``_peer_trl.py``) instead of the pipeline's;
+``--tether-row-minibatches`` draws tether's minibatches as TRL does, rows shuffled across prompts (GRPO,
+RLOO), instead of whole groups.
 
 Each (library, method, β, seed) trains and is evaluated in its own process (``--run``, as the other
 benchmarks: no shared state, no import order effects), into ``ROOT/peer/{trl,tether}/METHOD/seedS``
