@@ -90,6 +90,7 @@ class Trainer:
         self.logger, self.guard = self.session.logger, self.session.guard
         self.step = 0
         self.history: list[dict[str, float]] = []
+        self.work = (0.0, 0.0)  # the last step's tokens and model FLOPs on this process
 
     # ------------------------------------------------------------------------------------------ data
 
@@ -128,7 +129,7 @@ class Trainer:
             while self.step < self.total_steps:
                 row = self.train_step()
                 items_seen += row["items"]
-                throughput.add(row.pop("tokens"), row.pop("flops"))
+                throughput.add(*self.work)
                 self.step += 1
                 row["items_per_s"] = items_seen / max(time.perf_counter() - started, 1e-9)
                 row.update(throughput.row())
@@ -153,7 +154,7 @@ class Trainer:
         batches = [self.collate([self.train_data[i] for i in idx]) for idx in self.step_indices(self.step)]
         batches = [{k: v.to(accelerator.device) for k, v in b.items()} for b in batches]
         global_items = self._global_sum(float(sum(self.count_fn(b) for b in batches)))
-        tokens, flops = batch_work(batches, self.cost)
+        self.work = batch_work(batches, self.cost)  # this process's (tokens, FLOPs): fit makes rates of them
         if global_items <= 0:
             raise TetherError(f"step {self.step}: the batch holds no loss items (all labels masked?)")
         scale = accelerator.num_processes / global_items  # DDP averages gradients over processes
@@ -175,8 +176,6 @@ class Trainer:
             "grad_norm": grad_norm,
             "items": global_items,
             "epoch": self.step / self.steps_per_epoch,
-            "tokens": tokens,  # this process's; fit turns them into rates
-            "flops": flops,
         }
         if self.guard.skipped:
             row["nan_skips"] = self.guard.skipped
