@@ -2,8 +2,8 @@
 
 MFU (model FLOPs utilisation, Chowdhery et al. 2022, "PaLM", appendix B) is the FLOP/s the model's own
 arithmetic needs at the achieved token rate, divided by the peak the device can do. Here the peak is
-measured, not taken from a data sheet: the best rate of a 1024 × 1024 fp32 matrix product on this
-process's device and threads (``matmul_peak``), so 100 % means "as fast as this machine multiplies
+measured, not taken from a data sheet: the best rate of fp32 square matrix products (256² to 1024²) on
+this process's device and threads (``matmul_peak``), so 100 % means "as fast as this machine multiplies
 matrices", whatever the CPU.
 
 Model FLOPs per token (``ModelCost``): 2 per weight of every matrix product (linear layers,
@@ -68,23 +68,30 @@ class ModelCost:
 
 
 @functools.cache
-def matmul_peak(device: str = "cpu", threads: int = 0, size: int = 1024, seconds: float = 0.25) -> float:
-    """The best FLOP/s of an fp32 ``size``² matrix product on ``device`` over ``seconds`` (once per
-    process, device and thread count: pass ``torch.get_num_threads()``)."""
+def matmul_peak(
+    device: str = "cpu", threads: int = 0, sizes: tuple[int, ...] = (256, 512, 1024), seconds: float = 0.1
+) -> float:
+    """The best FLOP/s of fp32 square matrix products of ``sizes`` on ``device``, ``seconds`` each (once per
+    process, device and thread count: pass ``torch.get_num_threads()``). Several sizes, because the best
+    one differs between machines (on a 2-core CPU here: about 200 GFLOP/s at 256–512, 170–185 at 1024)
+    and a peak set too low would overstate MFU."""
     generator = torch.Generator(device).manual_seed(0)  # not the global one: the run's RNG stays as seeded
-    a = torch.randn(size, size, device=device, generator=generator)
-    b = torch.randn(size, size, device=device, generator=generator)
-    out = torch.empty(size, size, device=device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    torch.mm(a, b, out=out)
-    sync()
-    best, deadline = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        started = time.perf_counter()
-        for _ in range(4):
-            torch.mm(a, b, out=out)
+    best = 0.0
+    for size in sizes:
+        a = torch.randn(size, size, device=device, generator=generator)
+        b = torch.randn(size, size, device=device, generator=generator)
+        out = torch.empty(size, size, device=device)
+        torch.mm(a, b, out=out)
         sync()
-        best = max(best, 4 * 2.0 * size**3 / (time.perf_counter() - started))
+        repeats = max(1, 2**24 // size**2)  # about 16 M multiply-adds per timing at least
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            for _ in range(repeats):
+                torch.mm(a, b, out=out)
+            sync()
+            best = max(best, repeats * 2.0 * size**3 / (time.perf_counter() - started))
     return best
 
 
