@@ -20,10 +20,11 @@ Usage (TRL is a benchmark dependency, never a test or runtime one)::
 Options: ``--betas`` overrides the pipeline's β (``0.2`` for every method, ``grpo=0.2,dpo=0.1`` per method,
 several values to sweep: ``0.05,0.1``); ``--max-steps`` overrides the pipeline's number of iterations (GRPO,
 RLOO) or optimiser steps (DPO); ``--n-prompts`` sets the held-out evaluation prompts (200, as the
-pipeline); ``--with-tether`` also runs tether's own stage at the same settings; ``--tether-rloo-objective
-trl`` makes tether's RLOO optimise TRL's RLOO objective (``_peer_trl.py``) instead of the pipeline's;
-``--tether-row-minibatches`` draws tether's minibatches as TRL does, rows shuffled across prompts (GRPO,
-RLOO), instead of whole groups.
+pipeline); ``--with-tether`` also runs tether's own stage at the same settings, and ``--no-trl`` runs
+only it (TRL's runs measured already); ``--tether-rloo-objective trl`` makes tether's RLOO optimise TRL's
+RLOO objective (``_peer_trl.py``) instead of the pipeline's; ``--tether-row-minibatches`` draws tether's
+minibatches as TRL does, rows shuffled across prompts (``minibatch_order=rows``; GRPO, RLOO), instead of
+whole groups.
 
 Each (library, method, β, seed) trains and is evaluated in its own process (``--run``, as the other
 benchmarks: no shared state, no import order effects), into ``ROOT/peer/{trl,tether}/METHOD/seedS``
@@ -131,6 +132,8 @@ def run_config(
         changes["beta" if method == "dpo" else "kl_coef"] = beta
     if library == "tether" and method == "rloo" and args.tether_rloo_objective == "trl":
         changes.update(TRL_RLOO_OBJECTIVE)
+    if library == "tether" and method != "dpo" and args.tether_row_minibatches:
+        changes["minibatch_order"] = "rows"
     return dataclasses.replace(base, **changes)
 
 
@@ -204,8 +207,6 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     if library == "tether":
         from tether.pipeline import _runners
 
-        if args.tether_row_minibatches and method != "dpo":
-            shuffle_rows_not_groups()
         _runners()["dpo" if method == "dpo" else "grpo"](config)
     elif method == "dpo":
         run_trl_dpo(config, folder)
@@ -240,21 +241,6 @@ def library_folder(library: str, method: str, args: argparse.Namespace) -> str:
     return name
 
 
-def shuffle_rows_not_groups() -> None:
-    """``--tether-row-minibatches``: tether's minibatches drawn as TRL draws them, rows shuffled across
-    prompts (valid for RLOO and GRPO, whose advantages are computed on whole groups before minibatching)."""
-    import torch
-
-    import tether.algorithms.online as online
-
-    def rows(n: int, group_size: int, minibatch_size: int) -> list[torch.Tensor]:
-        if minibatch_size >= n:
-            return [torch.arange(n)]
-        return list(torch.randperm(n).split(online.rows_per_minibatch(group_size, minibatch_size)))
-
-    online.shuffled_minibatches = rows
-
-
 # ----------------------------------------------------------------------------------------------- driver
 
 
@@ -271,6 +257,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--n-prompts", type=int, default=200, help="held-out evaluation prompts")
     parser.add_argument("--with-tether", action="store_true", help="also run tether's own stage")
+    parser.add_argument("--no-trl", action="store_true", help="only tether's runs (TRL's are there already)")
     parser.add_argument("--tether-rloo-objective", choices=("pipeline", "trl"), default="pipeline")
     parser.add_argument(
         "--tether-row-minibatches", action="store_true", help="tether's minibatches: rows shuffled, as TRL's"
@@ -291,7 +278,7 @@ def run_all(args: argparse.Namespace) -> None:
     results = out / "results.jsonl"
     passthrough = [a for a in sys.argv[1:]]
     betas = parse_betas(args.betas, args.method_list)
-    libraries = [*(["tether"] if args.with_tether else []), "trl"]
+    libraries = [*(["tether"] if args.with_tether else []), *([] if args.no_trl else ["trl"])]
     todo = [("sft", "sft", seed, None) for seed in args.seed_list]
     todo += [
         (lib, method, seed, beta)

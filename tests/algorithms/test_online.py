@@ -174,6 +174,16 @@ def test_minibatches_keep_groups_whole():
         assert group.tolist() == list(range(int(group[0]), int(group[0]) + 3)) and int(group[0]) % 3 == 0
 
 
+def test_minibatches_of_rows_shuffle_across_groups_with_the_same_sizes():
+    torch.manual_seed(0)
+    batches = shuffled_minibatches(12, group_size=3, minibatch_size=7, by_rows=True)
+    assert [len(b) for b in batches] == [6, 6]  # as many rows per minibatch as whole groups would give
+    assert sorted(torch.cat(batches).tolist()) == list(range(12))
+    # some minibatch holds part of a group: the prompts of its rows are not whole groups of 3
+    prompts = [sorted((b // 3).tolist()) for b in batches]
+    assert any(any(p.count(g) != 3 for g in set(p)) for p in prompts)
+
+
 def test_one_minibatch_keeps_the_rows_in_order_and_draws_no_random_numbers():
     state = torch.get_rng_state()
     assert [b.tolist() for b in shuffled_minibatches(12, group_size=3, minibatch_size=12)] == [

@@ -89,10 +89,10 @@ def test_a_field_the_online_loop_cannot_use_is_a_one_line_error_naming_it(tmp_pa
 # The policy-gradient fields a stage whose loss has no advantages (or no loop β) never reads.
 NOT_READ = {
     "online_dpo": ["clip_eps=0.3", "ent_coef=0.01", "whiten_advantages=true", "loss_agg=seq_mean_token_sum",
-                   "target_kl=2", "kl_horizon=500"],
+                   "target_kl=2", "kl_horizon=500", "minibatch_order=rows"],
     "dpg": ["clip_eps=0.3", "ent_coef=0.01", "whiten_advantages=true", "loss_agg=seq_mean_token_sum",
-            "target_kl=2", "kl_horizon=500"],
-    "nash_md": ["ent_coef=0.01", "whiten_advantages=true", "loss_agg=seq_mean_token_sum"],
+            "target_kl=2", "kl_horizon=500", "minibatch_order=rows"],
+    "nash_md": ["ent_coef=0.01", "whiten_advantages=true", "loss_agg=seq_mean_token_sum", "minibatch_order=rows"],
 }  # fmt: skip
 
 
@@ -252,6 +252,8 @@ def count_fn(config):
         # optimiser step whose π_old is the update's own forward in both runs
         ("grpo", {"loss_agg": "token_mean"}),
         ("grpo", {"loss_agg": "seq_mean_token_mean"}),
+        # minibatches of rows shuffled across prompts (TRL's order): groups split, the same gradient
+        ("grpo", {"loss_agg": "seq_mean_token_mean", "minibatch_order": "rows"}),
         # PPO: value head, KL in the reward, π_old and V from a separate forward
         ("ppo", {"critic": "head"}),
     ],

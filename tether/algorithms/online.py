@@ -255,7 +255,9 @@ def update(
     sums: dict[str, float] = {}
     norms, minibatches = [], 0
     for _ in range(config.ppo_epochs):
-        order = shuffled_minibatches(n, config.group_size, config.minibatch_size)
+        order = shuffled_minibatches(
+            n, config.group_size, config.minibatch_size, by_rows=config.minibatch_order == "rows"
+        )
         for first in range(0, len(order), accumulate):
             chunk = [(rows, experience.select(rows)) for rows in order[first : first + accumulate]]
             weights = item_shares([count_fn(minibatch, config) for _, minibatch in chunk])
@@ -274,15 +276,21 @@ def update(
     return {**{k: v / minibatches for k, v in sums.items()}, "grad_norm": sum(norms) / len(norms)}
 
 
-def shuffled_minibatches(n: int, group_size: int, minibatch_size: int) -> list[torch.Tensor]:
-    """Row indices of each minibatch: whole groups (the G samples of a prompt) in random order, so a
-    minibatch never splits a group; at least one group per minibatch. One minibatch holding every row
-    keeps them in order (the loss does not depend on their order)."""
+def shuffled_minibatches(
+    n: int, group_size: int, minibatch_size: int, by_rows: bool = False
+) -> list[torch.Tensor]:
+    """Row indices of each minibatch of ``minibatch_size`` rows rounded down to whole groups (at least
+    one group): whole groups (the G samples of a prompt) in random order, so a minibatch never splits a
+    group, or with ``by_rows`` every row shuffled across prompts (TRL's order). One minibatch holding every
+    row keeps them in order (the loss does not depend on their order)."""
     if minibatch_size >= n:
         return [torch.arange(n)]
+    size = rows_per_minibatch(group_size, minibatch_size)
+    if by_rows:
+        return list(torch.randperm(n).split(size))
     groups = torch.randperm(n // group_size)
     rows = (groups[:, None] * group_size + torch.arange(group_size)).flatten()
-    return list(rows.split(rows_per_minibatch(group_size, minibatch_size)))
+    return list(rows.split(size))
 
 
 def item_shares(counts: list[float]) -> list[float]:

@@ -32,6 +32,7 @@ def not_policy_gradient(what: str, adaptive_beta: bool = False) -> dict[str, str
     adaptive β (``target_kl``, ``kl_horizon``), for a stage without the loop's β."""
     why = f"the {what} has no advantages, ratio clipping, entropy bonus or token aggregation"
     fields = {name: why for name in ("clip_eps", "ent_coef", "whiten_advantages", "loss_agg")}
+    fields["minibatch_order"] = f"the {what} reads whole groups: its minibatches never split one"
     if adaptive_beta:
         fields |= {name: LOSS_HOLDS_KL.format(what=what) for name in ("target_kl", "kl_horizon")}
     return fields
@@ -83,7 +84,15 @@ class RLConfig(KLConfig, GoldConfig, NucleusConfig, PromptsConfig, TrainConfig, 
     ppo_epochs: int = option(
         2, "Passes over each batch of experience (K; 1 = on-policy, the ratio stays 1).", minimum=1
     )
-    minibatch_size: int = option(16, "Rows per gradient step within an epoch (whole groups).", minimum=1)
+    minibatch_size: int = option(
+        16, "Rows per gradient step within an epoch, rounded down to whole groups.", minimum=1
+    )
+    minibatch_order: Literal["groups", "rows"] = option(
+        "groups",
+        "How an epoch's minibatches are drawn: whole groups (a prompt's G samples together) in random "
+        "order, or rows shuffled across prompts (as TRL's trainers draw them). Advantages are computed on "
+        "whole groups first, so both are exact.",
+    )
     clip_eps: float = option(0.2, "PPO's clip range ε for the ratio π/π_old.", minimum=0.0)
     ent_coef: float = option(0.0, "Entropy bonus weight.", minimum=0.0)
     whiten_advantages: bool = option(
@@ -216,6 +225,7 @@ class DistributionMatchingConfig(RLConfig):
             name: "the Nash-MD loss has no advantages, entropy bonus or token aggregation"
             for name in ("ent_coef", "whiten_advantages", "loss_agg")
         },
+        "minibatch_order": "the Nash-MD loss reads a player's response with its opponent's: whole groups",
     },
 )
 class NashMDConfig(RLConfig):
