@@ -118,6 +118,93 @@ def write_report(args: argparse.Namespace, records: list[dict[str, Any]], out: P
                         f"| {r['proxy']:.3f} | {r['train_seconds']:.1f} |"
                     )
             lines.append("")
+        lines += matched_kl(rows, sft, method, out)
     path = out / "peer.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def matched_kl(
+    rows: list[dict[str, Any]], sft: dict[int, dict[str, Any]], method: str, out: Path
+) -> list[str]:
+    """Gold at matched KL for the libraries run at two β or more: Gao et al.'s RL curve fitted to every
+    seed's points (gain over the seed's SFT gold), and each seed's curve from its SFT point (KL 0)
+    interpolated, the mean over the seeds whose curve reaches that KL; the points and fits drawn to
+    ``frontier_METHOD.png``."""
+    from tether.eval.aggregate import fit_rl_gold_curve, gold_at_kl, rl_gold_curve
+
+    libraries = [lib for lib in LABELS if len({r["beta"] for r in rows if r["library"] == lib}) >= 2 and sft]
+    if not libraries:
+        return []
+    sft_mean = sum(r["gold"] for r in sft.values()) / len(sft)
+    # KLs every library's runs bracket: below its first run a seed's curve is a straight line from the
+    # SFT point, which the concave gold curve lies above.
+    low = max(min(r["kl"] for r in rows if r["library"] == lib) for lib in libraries)
+    reach = min(max(r["kl"] for r in rows if r["library"] == lib) for lib in libraries)
+    grid = [k for k in range(1, 31) if low <= k <= reach] or [round((low + reach) / 2, 1)]
+    fits = {}
+    lines = [
+        f"## {method.upper()} at matched KL",
+        "",
+        "Gold reward at each KL, two ways: Gao et al.'s RL form fitted to every run (gain over the seed's "
+        "SFT gold = d(α − β ln d), d = √KL; plus the mean SFT gold), and each seed's measured curve "
+        "(its SFT point at KL 0, then its runs by KL) interpolated, the mean over the seeds that reach the "
+        "KL (their number in brackets when not all).",
+        "",
+        "| library | fit α, β (rmse) | " + " | ".join(f"KL {k}: fit / measured" for k in grid) + " |",
+        "|---|---|" + "---|" * len(grid),
+    ]
+    for lib in libraries:
+        mine = [r for r in rows if r["library"] == lib and r["seed"] in sft]
+        gains = [(r["kl"], r["gold"] - sft[r["seed"]]["gold"]) for r in mine]
+        alpha, beta = fits[lib] = fit_rl_gold_curve(gains)
+        rmse = (sum((g - rl_gold_curve(alpha, beta, kl)) ** 2 for kl, g in gains) / len(gains)) ** 0.5
+        cells = []
+        for k in grid:
+            seeds = sorted({r["seed"] for r in mine})
+            curves = {
+                s: [(0.0, sft[s]["gold"])] + [(r["kl"], r["gold"]) for r in mine if r["seed"] == s]
+                for s in seeds
+            }
+            at = [g for s in seeds if (g := gold_at_kl(curves[s], k)) is not None]
+            measured = (
+                "–"
+                if not at
+                else f"{sum(at) / len(at):.3f}" + ("" if len(at) == len(seeds) else f" ({len(at)})")
+            )
+            cells.append(f"{sft_mean + rl_gold_curve(alpha, beta, k):.3f} / {measured}")
+        lines.append(f"| {LABELS[lib]} | {alpha:.3f}, {beta:.3f} ({rmse:.3f}) | " + " | ".join(cells) + " |")
+    lines += ["", f"![gold against KL](frontier_{method}.png)", ""]
+    draw_frontier(rows, fits, sft_mean, libraries, out / f"frontier_{method}.png")
+    return lines
+
+
+def draw_frontier(
+    rows: list[dict[str, Any]],
+    fits: dict[str, tuple[float, float]],
+    sft_mean: float,
+    libraries: list[str],
+    path: Path,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tether.eval.aggregate import rl_gold_curve
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, lib in enumerate(libraries):
+        color = f"C{i}"
+        mine = [r for r in rows if r["library"] == lib]
+        ax.scatter([r["kl"] for r in mine], [r["gold"] for r in mine], color=color, s=18, label=LABELS[lib])
+        low, top = min(r["kl"] for r in mine), max(r["kl"] for r in mine)  # the fit where it was fitted
+        xs = [low + (top - low) * j / 100 for j in range(101)]
+        ax.plot(xs, [sft_mean + rl_gold_curve(*fits[lib], x) for x in xs], color=color, lw=1)
+    ax.scatter([0.0], [sft_mean], color="black", marker="x", label="SFT model (mean over seeds)")
+    ax.set_xlabel("KL(π ‖ π_SFT) per response (nats)")
+    ax.set_ylabel("gold reward")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,6 +1,7 @@
 """The online loop on the engine's Session: every field a stage inherits from TrainConfig is honoured or
 refused — gradient accumulation over minibatches (the same step as one large minibatch), mixed precision
-in the loop's forwards, ``log_every`` — and num_epochs, eval_every and eval_batch_size are one-line errors."""
+in the loop's forwards, ``log_every`` — and num_epochs, eval_every, eval_batch_size and torch_compile are
+one-line errors."""
 
 import copy
 import json
@@ -65,7 +66,8 @@ def short_run(tiny_folder, out, *extra):
 
 
 @pytest.mark.parametrize(
-    ("name", "value"), [("num_epochs", "2"), ("eval_every", "5"), ("eval_batch_size", "8")]
+    ("name", "value"),
+    [("num_epochs", 2.0), ("eval_every", 5), ("eval_batch_size", 8), ("torch_compile", True)],
 )
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_a_field_the_online_loop_cannot_use_is_a_one_line_error_naming_it(tmp_path, stage, name, value):
@@ -73,12 +75,14 @@ def test_a_field_the_online_loop_cannot_use_is_a_one_line_error_naming_it(tmp_pa
     out = tmp_path / "out"
     with pytest.raises(ConfigError) as caught:  # refused by the loader, and not shown by --help
         load_config(
-            config_cls, None, [f"model={tmp_path / 'absent'}", f"output_dir={out}", f"{name}={value}"]
+            config_cls,
+            None,
+            [f"model={tmp_path / 'absent'}", f"output_dir={out}", f"{name}={str(value).lower()}"],
         )
     message = str(caught.value)
     assert message.startswith(f"command line: field '{name}': not used: ") and "\n" not in message
     assert f"  {name} (" not in describe(config_cls)
-    config = config_cls(model=str(tmp_path / "absent"), output_dir=str(out), **{name: float(value)})
+    config = config_cls(model=str(tmp_path / "absent"), output_dir=str(out), **{name: value})
     with pytest.raises(ConfigError) as caught:  # a config built in code: refused by the loop
         runner(config)
     message = str(caught.value)

@@ -187,3 +187,26 @@ def test_stages_of_one_process_may_differ_in_precision(tmp_path, make_model, sft
         losses[precision] = trainer.train_step()["loss"]
     # The same first batch and weights: bf16 autocast moves the loss a little, not a lot.
     assert losses["bf16"] != losses["no"] and losses["bf16"] == pytest.approx(losses["no"], rel=0.02)
+
+
+def test_a_compiled_run_takes_the_eager_run_s_steps(tmp_path, make_model, sft_data, tokenizer):
+    """``torch_compile=true`` compiles the trained module in place: the same two AdamW steps as eager (up to
+    the compiled kernels' float reassociation), the same parameter names saved."""
+    models = {"eager": make_model(seed=3, num_layers=1), "compiled": make_model(seed=3, num_layers=1)}
+    trainers = {
+        name: train(
+            config(tmp_path / name, max_steps=2, batch_size=4, torch_compile=name == "compiled"),
+            model,
+            sft_data,
+            tokenizer,
+        )
+        for name, model in models.items()
+    }
+    assert trainers["compiled"].unwrapped()._compiled_call_impl is not None
+    assert trainers["eager"].unwrapped()._compiled_call_impl is None
+    eager, compiled = weights(models["eager"]), weights(models["compiled"])
+    assert compiled.keys() == eager.keys()
+    start = weights(make_model(seed=3, num_layers=1))
+    assert any(not torch.equal(eager[n], start[n]) for n in start)  # the steps moved the weights
+    for name, value in eager.items():
+        torch.testing.assert_close(compiled[name], value, atol=1e-5, rtol=1e-4, msg=name)

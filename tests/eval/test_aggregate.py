@@ -6,9 +6,11 @@ import pytest
 
 from tether.eval.aggregate import (
     best_of_n_kl,
+    fit_rl_gold_curve,
     gold_at_kl,
     hacking_check,
     mean_std,
+    rl_gold_curve,
     smoothed,
     summarise_seeds,
 )
@@ -72,6 +74,24 @@ def test_gold_at_kl_interpolates_inside_the_measured_range_only():
     assert gold_at_kl(points, 0.5) is None and gold_at_kl(points, 9.0) is None
     assert gold_at_kl([(3.0, 0.4)], 3.0) == 0.4
     assert gold_at_kl([], 1.0) is None
+
+
+def test_the_rl_gold_curve_is_fitted_in_gao_et_al_form():
+    # g(d) = d(α − β ln d), d = √KL; α = 0.5, β = 0.2. At KL 1 (d 1, ln d 0) g = α = 0.5; at KL e² (d e,
+    # ln d 1) g = e·(α − β) = 0.3e; at KL e⁴ (d e², ln d 2) g = e²·(α − 2β) = 0.1e².
+    e = math.e
+    exact = [(1.0, 0.5), (e**2, 0.3 * e), (e**4, 0.1 * e**2)]
+    assert fit_rl_gold_curve(exact) == pytest.approx((0.5, 0.2))
+    # Noise symmetric about the curve at one KL (0.5 ± 0.1 at KL 1) leaves the least-squares fit there;
+    # the SFT point (KL 0, gain 0) lies on every such curve and is ignored.
+    noisy = [(0.0, 0.0), (1.0, 0.4), (1.0, 0.6), (e**2, 0.3 * e)]
+    assert fit_rl_gold_curve(noisy) == pytest.approx((0.5, 0.2))
+    assert rl_gold_curve(0.5, 0.2, e**2) == pytest.approx(0.3 * e)
+    assert rl_gold_curve(0.5, 0.2, 0.0) == 0.0
+    with pytest.raises(ValueError, match="at least 2 points"):
+        fit_rl_gold_curve([(0.0, 0.0), (4.0, 0.5)])
+    with pytest.raises(ValueError, match="same KL"):
+        fit_rl_gold_curve([(4.0, 0.5), (4.0, 0.6)])
 
 
 def test_best_of_n_kl_closed_form():

@@ -21,6 +21,8 @@ NOT_ONLINE = {
     "eval_every": "online stages do not evaluate during training (gold=… scores every batch; `tether "
     "compare` evaluates the saved policy)",
     "eval_batch_size": "online stages do not evaluate during training",
+    "torch_compile": "online stages sample with the model they train, and every new cache length of "
+    "generation would be a new graph to compile",
 }
 # The tether of the stages whose loss holds the KL term itself: kl_in_reward (and there kl_coef) refused.
 LOSS_HOLDS_KL = "the {what} holds the tether to the reference"

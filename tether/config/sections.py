@@ -123,6 +123,12 @@ class TrainConfig(RunConfig, OutputDirConfig):
     mixed_precision: Literal["no", "bf16", "fp16"] = option(
         "no", "Autocast precision of the training forwards (fp32 is fastest on CPU; fp16 needs a GPU)."
     )
+    torch_compile: bool = option(
+        False,
+        "Compile the trained model's forward with torch.compile (inductor). Its graphs are cached on disk "
+        "(TORCHINDUCTOR_CACHE_DIR) and reused by later runs of the same shapes; it pays on long runs "
+        "(benchmarks/compile_break_even.md gives the break-even run length).",
+    )
     nan_policy: Literal["stop", "skip"] = option(
         "stop",
         "On a non-finite loss or gradient norm: stop with an error before the update (finite checkpoints "

@@ -104,6 +104,8 @@ class Session:
             (config.adam_beta1, config.adam_beta2),
         )
         self.module, self.optimizer = self.accelerator.prepare(module, optimizer)
+        if config.torch_compile:
+            self.unwrapped().compile()  # in place: parameter names and checkpoints unchanged
         self.logger = MetricLogger(
             config.output_dir,
             self.accelerator.is_main_process,

@@ -104,6 +104,35 @@ def gold_at_kl(points: Iterable[tuple[float, float]], kl: float) -> float | None
     return curve[0][1]  # a single point, at exactly that KL
 
 
+def fit_rl_gold_curve(points: Iterable[tuple[float, float]]) -> tuple[float, float]:
+    """Gao et al.'s functional form for RL's gold reward against KL, fitted by least squares: the gain over
+    the initial policy ``g(d) = d·(α − β·ln d)``, with ``d = √KL`` (their eq. for RL; best-of-n's is
+    ``d·(α − β·d)``). ``points`` are (KL, gain) pairs with KL > 0; returns (α, β). The form is linear in α
+    and β, so the fit is the 2 × 2 normal equations' solution."""
+    rows = [(math.sqrt(kl), gain) for kl, gain in points if kl > 0]
+    if len(rows) < 2:
+        raise ValueError(f"fitting the RL gold curve needs at least 2 points with KL > 0, got {len(rows)}")
+    # Features a = d, b = −d·ln d: gain = α·a + β·b.
+    feats = [(d, -d * math.log(d), gain) for d, gain in rows]
+    saa = sum(a * a for a, _, _ in feats)
+    sab = sum(a * b for a, b, _ in feats)
+    sbb = sum(b * b for _, b, _ in feats)
+    sag = sum(a * g for a, _, g in feats)
+    sbg = sum(b * g for _, b, g in feats)
+    det = saa * sbb - sab * sab
+    if abs(det) < 1e-12 * max(saa * sbb, 1e-300):
+        raise ValueError("the RL gold curve is not determined: every point is at the same KL")
+    return (sag * sbb - sbg * sab) / det, (saa * sbg - sab * sag) / det
+
+
+def rl_gold_curve(alpha: float, beta: float, kl: float) -> float:
+    """The gain ``d·(α − β·ln d)`` of :func:`fit_rl_gold_curve` at ``kl`` (0 at KL 0)."""
+    if kl <= 0:
+        return 0.0
+    d = math.sqrt(kl)
+    return d * (alpha - beta * math.log(d))
+
+
 def best_of_n_kl(n: int) -> float:
     """The analytic KL of best-of-n sampling to the sampler: log n − (n − 1)/n (Stiennon et al., 2020;
     Beirami et al., 2024 show it is an upper bound)."""
