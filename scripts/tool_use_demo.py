@@ -8,7 +8,7 @@ on the arithmetic corpus, then:
 each measured on the same held-out prompts before and after GRPO (one sampled answer or episode each).
 
     .venv/bin/python scripts/tool_use_demo.py [OUTPUT_DIR] [--grpo-steps N] [--split-digits]
-        [--learning-rate LR] [--single-turn]
+        [--learning-rate LR] [--sft-epochs N] [--single-turn]
 
 ``--split-digits`` pre-trains with a tokenizer that keeps every digit a token (``split_digits=true``);
 ``--single-turn`` skips the tool-use half.
@@ -76,13 +76,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("output_dir", nargs="?", default="runs/tool_use")
     parser.add_argument("--grpo-steps", type=int, default=60)
     parser.add_argument("--learning-rate", type=float, default=GRPO["learning_rate"])
+    parser.add_argument("--sft-epochs", type=float, default=2.0, help="epochs of both SFT stages")
     parser.add_argument("--split-digits", action="store_true", help="one token per digit (pre-training)")
     parser.add_argument("--single-turn", action="store_true", help="skip the tool-use half")
     return parser.parse_args()
 
 
 def tool_use_rows(
-    root: Path, pretrain: str, held_out: list[str], grpo: dict, common: dict, stage: Any
+    root: Path, pretrain: str, held_out: list[str], grpo: dict, common: dict, stage: Any, sft_epochs: float
 ) -> list[tuple[str, dict[str, float]]]:
     """2. Tool use: SFT on calculator transcripts, then GRPO in the calculator environment."""
     rows = []
@@ -94,7 +95,7 @@ def tool_use_rows(
             data=str(root / "tools.jsonl"),
             eval_data="",
             output_dir=str(root / "sft"),
-            num_epochs=2,
+            num_epochs=sft_epochs,
             **common,
         ),
     )
@@ -149,7 +150,11 @@ def main() -> None:
     sft_plain = stage(
         run_sft,
         SFTConfig(
-            model=pretrain, data="gym:arithmetic", output_dir=str(root / "sft_plain"), num_epochs=2, **common
+            model=pretrain,
+            data="gym:arithmetic",
+            output_dir=str(root / "sft_plain"),
+            num_epochs=args.sft_epochs,
+            **common,
         ),
     )
     rows.append(("sft (answers)", accuracy(Path(sft_plain), held_out)))
@@ -167,7 +172,7 @@ def main() -> None:
     )
     rows.append(("grpo, exact_match reward", accuracy(Path(grpo_plain), held_out)))
     if not args.single_turn:
-        rows += tool_use_rows(root, pretrain, held_out, grpo, common, stage)
+        rows += tool_use_rows(root, pretrain, held_out, grpo, common, stage, args.sft_epochs)
 
     def cell(metrics: dict[str, float], key: str, form: str) -> str:
         return format(metrics[key], form) if key in metrics else "–"
