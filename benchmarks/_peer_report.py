@@ -133,8 +133,8 @@ def matched_kl(
     ``frontier_METHOD.png``."""
     from tether.eval.aggregate import fit_rl_gold_curve, gold_at_kl, rl_gold_curve
 
-    libraries = [lib for lib in LABELS if len({r["beta"] for r in rows if r["library"] == lib}) >= 2 and sft]
-    if not libraries:
+    libraries = [lib for lib in LABELS if len({r["beta"] for r in rows if r["library"] == lib}) >= 2]
+    if not libraries or not sft:
         return []
     sft_mean = sum(r["gold"] for r in sft.values()) / len(sft)
     # KLs every library's runs bracket: below its first run a seed's curve is a straight line from the
@@ -159,18 +159,17 @@ def matched_kl(
         gains = [(r["kl"], r["gold"] - sft[r["seed"]]["gold"]) for r in mine]
         alpha, beta = fits[lib] = fit_rl_gold_curve(gains)
         rmse = (sum((g - rl_gold_curve(alpha, beta, kl)) ** 2 for kl, g in gains) / len(gains)) ** 0.5
+        curves = {
+            s: [(0.0, sft[s]["gold"])] + [(r["kl"], r["gold"]) for r in mine if r["seed"] == s]
+            for s in sorted({r["seed"] for r in mine})
+        }
         cells = []
         for k in grid:
-            seeds = sorted({r["seed"] for r in mine})
-            curves = {
-                s: [(0.0, sft[s]["gold"])] + [(r["kl"], r["gold"]) for r in mine if r["seed"] == s]
-                for s in seeds
-            }
-            at = [g for s in seeds if (g := gold_at_kl(curves[s], k)) is not None]
+            at = [g for curve in curves.values() if (g := gold_at_kl(curve, k)) is not None]
             measured = (
                 "–"
                 if not at
-                else f"{sum(at) / len(at):.3f}" + ("" if len(at) == len(seeds) else f" ({len(at)})")
+                else f"{sum(at) / len(at):.3f}" + ("" if len(at) == len(curves) else f" ({len(at)})")
             )
             cells.append(f"{sft_mean + rl_gold_curve(alpha, beta, k):.3f} / {measured}")
         lines.append(f"| {LABELS[lib]} | {alpha:.3f}, {beta:.3f} ({rmse:.3f}) | " + " | ".join(cells) + " |")

@@ -8,7 +8,7 @@ on the arithmetic corpus, then:
 each measured on the same held-out prompts before and after GRPO (one sampled answer or episode each).
 
     .venv/bin/python scripts/tool_use_demo.py [OUTPUT_DIR] [--grpo-steps N] [--split-digits]
-        [--learning-rate LR] [--sft-epochs N] [--single-turn]
+        [--learning-rate LR] [--sft-epochs N] [--group-size G] [--n-eval N] [--single-turn]
 
 ``--split-digits`` pre-trains with a tokenizer that keeps every digit a token (``split_digits=true``);
 ``--single-turn`` skips the tool-use half.
@@ -77,6 +77,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--grpo-steps", type=int, default=60)
     parser.add_argument("--learning-rate", type=float, default=GRPO["learning_rate"])
     parser.add_argument("--sft-epochs", type=float, default=2.0, help="epochs of both SFT stages")
+    parser.add_argument(
+        "--group-size", type=int, default=GRPO["group_size"], help="GRPO's samples per prompt"
+    )
+    parser.add_argument("--n-eval", type=int, default=128, help="held-out test prompts measured")
     parser.add_argument("--split-digits", action="store_true", help="one token per digit (pre-training)")
     parser.add_argument("--single-turn", action="store_true", help="skip the tool-use half")
     return parser.parse_args()
@@ -143,8 +147,8 @@ def main() -> None:
             **common,
         ),
     )
-    held_out = get_task("arithmetic").prompts("test", n=128)
-    grpo = {**GRPO, "max_steps": steps, "learning_rate": args.learning_rate}
+    held_out = get_task("arithmetic").prompts("test", n=args.n_eval)
+    grpo = {**GRPO, "max_steps": steps, "learning_rate": args.learning_rate, "group_size": args.group_size}
     rows = []
     # 1. Single turn, verifiable reward.
     sft_plain = stage(
