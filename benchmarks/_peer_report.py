@@ -136,7 +136,7 @@ def matched_kl(
     libraries = [lib for lib in LABELS if len({r["beta"] for r in rows if r["library"] == lib}) >= 2]
     if not libraries or not sft:
         return []
-    sft_mean = sum(r["gold"] for r in sft.values()) / len(sft)
+    sft_mean, _ = mean_std([r["gold"] for r in sft.values()])
     # KLs every library's runs bracket: below its first run a seed's curve is a straight line from the
     # SFT point, which the concave gold curve lies above.
     low = max(min(r["kl"] for r in rows if r["library"] == lib) for lib in libraries)
@@ -169,7 +169,7 @@ def matched_kl(
             measured = (
                 "–"
                 if not at
-                else f"{sum(at) / len(at):.3f}" + ("" if len(at) == len(curves) else f" ({len(at)})")
+                else f"{mean_std(at)[0]:.3f}" + ("" if len(at) == len(curves) else f" ({len(at)})")
             )
             cells.append(f"{sft_mean + rl_gold_curve(alpha, beta, k):.3f} / {measured}")
         lines.append(f"| {LABELS[lib]} | {alpha:.3f}, {beta:.3f} ({rmse:.3f}) | " + " | ".join(cells) + " |")

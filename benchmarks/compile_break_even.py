@@ -53,6 +53,15 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def lengths_of(args: argparse.Namespace) -> list[int]:
+    return [int(n) for n in args.lengths.split(",")]
+
+
+def first_steps(args: argparse.Namespace) -> int:
+    """The steps the compiler's cost lands in: the warm-up, and at least one step of every length."""
+    return max(args.warmup, len(lengths_of(args)))
+
+
 def train(args: argparse.Namespace, compiled: bool) -> dict:
     """``--steps`` optimiser steps; each step's wall time."""
     import torch
@@ -64,8 +73,7 @@ def train(args: argparse.Namespace, compiled: bool) -> dict:
     model.train()
     vocab = model.config.vocab_size
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    lengths = [int(n) for n in args.lengths.split(",")]
-    batches = [torch.randint(0, vocab, (args.batch, n)) for n in lengths]
+    batches = [torch.randint(0, vocab, (args.batch, n)) for n in lengths_of(args)]
     forward = torch.compile(model) if compiled else model
     times = []
     started = time.perf_counter()
@@ -96,7 +104,7 @@ def run_one(args: argparse.Namespace) -> None:
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
     result = train(args, compiled=args.run != "eager")
     times = result.pop("step_times")
-    first = max(args.warmup, len(args.lengths.split(",")))
+    first = first_steps(args)
     result["first_steps_s"] = sum(times[:first])
     result["step_s"] = statistics.median(times[first:])
     print(json.dumps(result))
@@ -113,7 +121,7 @@ def report(args: argparse.Namespace, results: dict[str, dict]) -> str:
     import torch
 
     eager = results["eager"]
-    first = max(args.warmup, len(args.lengths.split(",")))
+    first = first_steps(args)
     lines = [
         "# torch.compile against eager: the break-even run length",
         "",
@@ -151,7 +159,7 @@ def main() -> None:
         return
     import subprocess
 
-    argv = [a for a in sys.argv[1:]]
+    argv = sys.argv[1:]
     subprocess.run([sys.executable, __file__, *argv, "--fill-cache"], check=True)
     results = measure(__file__, CONTENDERS, argv, args.repeat)
     text = report(args, results)
